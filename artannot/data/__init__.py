@@ -1,0 +1,1 @@
+"""ArtAnnot data layer."""

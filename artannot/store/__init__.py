@@ -1,0 +1,1 @@
+"""ArtAnnot store layer."""

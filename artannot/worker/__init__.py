@@ -1,0 +1,1 @@
+"""ArtAnnot worker layer."""
