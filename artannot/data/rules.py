@@ -1,0 +1,102 @@
+"""Noisy labels from file names: tokens matched to a class vocabulary (Lagunas & Garces)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from artannot.errors import ImportFormatError
+
+# Common English stop words plus words that clip-art and museum file names carry but never mean a class.
+STOP_WORDS = frozenset(
+    """
+    a an and are as at be by for from has have in into is it its of on or that the this to was were with
+    without over under de la le les du des der die das und el los img image images dsc photo pic picture
+    clipart clip art png jpg jpeg gif svg copy final small large big new old version
+    """.split()
+)
+
+_TOKEN = re.compile(r"[a-z]+")
+
+
+def tokenize(name: str) -> list[str]:
+    """Lowercase words of a file name (no extension), split on anything that is not a letter, stop words out."""
+    stem = Path(name).stem
+    # split camelCase before lowercasing: "ViolinPlayer" -> "Violin Player"
+    stem = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", stem)
+    return [t for t in _TOKEN.findall(stem.lower()) if t not in STOP_WORDS and len(t) > 1]
+
+
+def singular_forms(word: str) -> list[str]:
+    """The word and its plausible singulars: violins -> violin, boxes -> box, ponies -> pony."""
+    forms = [word]
+    if len(word) > 3 and word.endswith("ies"):
+        forms.append(word[:-3] + "y")
+    if len(word) > 3 and word.endswith("es"):
+        forms.append(word[:-2])
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        forms.append(word[:-1])
+    return forms
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """Which class a file name matched, and through which token (so a curator can audit it)."""
+
+    class_name: str
+    token: str
+
+
+class Vocabulary:
+    """Class names and their synonyms, looked up by token."""
+
+    def __init__(self, entries: dict[str, Iterable[str]]):
+        self.classes: list[str] = []
+        self._lookup: dict[str, str] = {}
+        for name, synonyms in entries.items():
+            name = name.strip()
+            if not name:
+                continue
+            self.classes.append(name)
+            for word in [name, *synonyms]:
+                key = word.strip().lower()
+                if key:
+                    self._lookup.setdefault(key, name)
+                    for form in singular_forms(key)[1:]:
+                        self._lookup.setdefault(form, name)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> Vocabulary:
+        """A vocabulary whose only words are the class names themselves."""
+        return cls({n: [] for n in names})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Vocabulary:
+        """Read `class` or `class: synonym, synonym` lines; # starts a comment."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportFormatError(f"cannot read vocabulary {path}: {exc}") from None
+        entries: dict[str, list[str]] = {}
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            name, _, rest = line.partition(":")
+            if not name.strip():
+                raise ImportFormatError(f"{path}:{lineno}: a line needs a class name before ':'")
+            entries.setdefault(name.strip(), []).extend(s for s in rest.split(",") if s.strip())
+        if not entries:
+            raise ImportFormatError(f"vocabulary {path} names no classes")
+        return cls(entries)
+
+    def match(self, filename: str) -> RuleMatch | None:
+        """The first token of the file name that names a class (directly, as a plural or a synonym)."""
+        for token in tokenize(filename):
+            for form in singular_forms(token):
+                if form in self._lookup:
+                    return RuleMatch(self._lookup[form], token)
+        return None
