@@ -76,7 +76,8 @@ class SVMClassifier:
             for n, (kernel, C, gamma) in enumerate(grid):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("training cancelled")
-                oof = cross_val_predict(self._make(kernel, C, gamma), Xs, y, cv=cv, method="decision_function")
+                oof = _two_columns(cross_val_predict(self._make(kernel, C, gamma), Xs, y, cv=cv,
+                                                     method="decision_function"))
                 acc = float((self.classes_[oof.argmax(1)] == y).mean())
                 self.cv_results_.append({"kernel": kernel, "C": C, "gamma": gamma, "cv_top1": acc})
                 if progress is not None:
@@ -84,8 +85,8 @@ class SVMClassifier:
             best = max(self.cv_results_, key=lambda r: (r["cv_top1"], r["kernel"] == "rbf", -r["C"]))
             self.kernel_, self.C_, self.gamma_ = best["kernel"], best["C"], best["gamma"]
             self.cv_top1_ = best["cv_top1"]
-            oof = cross_val_predict(self._make(self.kernel_, self.C_, self.gamma_), Xs, y, cv=cv,
-                                    method="decision_function")
+            oof = _two_columns(cross_val_predict(self._make(self.kernel_, self.C_, self.gamma_), Xs, y, cv=cv,
+                                                 method="decision_function"))
             self.oof_decision_ = oof
             self.temperature_ = _fit_temperature(oof, np.searchsorted(self.classes_, y))
         else:
@@ -107,7 +108,14 @@ class SVMClassifier:
         self.support_: list[np.ndarray] = []
         self.dual_: list[np.ndarray] = []
         self.intercept_ = np.zeros(len(self.classes_))
-        for k, est in enumerate(model.estimators_):
+        estimators = model.estimators_
+        if len(self.classes_) == 2:  # sklearn trains one binary SVM for two classes: class 0 is its negative
+            est = estimators[0]
+            self.support_ = [est.support_vectors_.copy()] * 2
+            self.dual_ = [-est.dual_coef_[0], est.dual_coef_[0].copy()]
+            self.intercept_[:] = (-est.intercept_[0], est.intercept_[0])
+            return
+        for k, est in enumerate(estimators):
             if not hasattr(est, "support_vectors_"):  # a class absent from a binary problem
                 raise ModelError("every class needs at least one training image")
             self.support_.append(est.support_vectors_.copy())
@@ -176,6 +184,11 @@ class SVMClassifier:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"model file {path} cannot be read ({exc}); retrain the model") from None
         return self
+
+
+def _two_columns(decision: np.ndarray) -> np.ndarray:
+    """Binary decision values as two class columns, like the multi-class case."""
+    return np.stack([-decision, decision], axis=1) if decision.ndim == 1 else decision
 
 
 def _fit_temperature(decision: np.ndarray, y_idx: np.ndarray) -> float:

@@ -1,0 +1,85 @@
+"""The SVM head: learns, picks its kernel by CV, scores match sklearn, stores without pickle."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import SVC
+
+from artannot.errors import Cancelled, ModelError
+from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.metrics import evaluate_ranked
+
+
+def _blobs(n_per=30, d=20, k=4, seed=0, spread=1.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (k, d))
+    X = np.concatenate([c + rng.normal(0, spread, (n_per, d)) for c in centers])
+    y = np.repeat(np.arange(10, 10 + k), n_per)  # class ids need not start at 0
+    return X, y
+
+
+def test_svm_learns_and_scores_are_probabilities():
+    X, y = _blobs()
+    Xt, yt = _blobs(seed=0, n_per=10)
+    clf = SVMClassifier(Cs=(1.0, 10.0)).fit(X, y)
+    p = clf.predict_proba(Xt)
+    assert np.allclose(p.sum(1), 1.0)
+    assert (clf.classes_[p.argmax(1)] == yt).mean() > 0.9
+    assert clf.cv_top1_ > 0.9
+    assert len(clf.params()["grid"]) == 2 * (3 + 3 + 1)  # per C: rbf and sigmoid x 3 gammas, linear
+
+
+def test_decision_function_matches_sklearn(tmp_path):
+    X, y = _blobs(d=8)
+    clf = SVMClassifier(kernels=("rbf",), Cs=(1.0,), gamma_scales=(1.0,)).fit(X, y)
+    ref = OneVsRestClassifier(SVC(kernel="rbf", C=1.0, gamma=clf.gamma_)).fit(clf.scaler_.transform(X), y)
+    ours = clf.decision_function(X)
+    assert np.allclose(ours, ref.decision_function(clf.scaler_.transform(X)), atol=1e-6)
+    clf.save(tmp_path / "m.npz")
+    again = SVMClassifier.load(tmp_path / "m.npz")
+    assert np.allclose(again.decision_function(X), ours)
+    assert again.kernel_ == "rbf"
+
+
+def test_load_refuses_pickles_and_garbage(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "evil.npz").write_bytes((tmp_path / "obj.npy").read_bytes())
+    with pytest.raises(ModelError, match="retrain"):
+        SVMClassifier.load(tmp_path / "evil.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ModelError):
+        SVMClassifier.load(tmp_path / "junk.npz")
+
+
+def test_one_class_is_a_clear_error_and_cancel_stops():
+    X, y = _blobs(k=1)
+    with pytest.raises(ModelError, match="two classes"):
+        SVMClassifier().fit(X, y)
+    X, y = _blobs()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        SVMClassifier().fit(X, y, cancel=stop)
+
+
+def test_evaluate_ranked_top_k_per_class_confusion():
+    truth = {1: 10, 2: 10, 3: 20, 4: 20}
+    ranked = {1: [10, 20], 2: [20, 10], 3: [20, 10], 4: [30, 40, 50, 60, 70, 20]}
+    out = evaluate_ranked(truth, ranked, [10, 20], {10: "a", 20: "b"})
+    assert out["n"] == 4 and out["top1"] == 0.5 and out["top5"] == 0.75
+    assert out["per_class"]["a"] == {"top1": 0.5, "top5": 1.0, "n": 2}
+    assert out["per_class"]["b"] == {"top1": 0.5, "top5": 0.5, "n": 2}
+    assert out["confusion"] == [[1, 1], [0, 1]]  # image 4's top guess (30) is not a model class
+
+
+def test_two_classes_work_like_many(tmp_path):
+    X, y = _blobs(k=2)
+    clf = SVMClassifier(Cs=(1.0,)).fit(X, y)
+    ref = OneVsRestClassifier(SVC(kernel=clf.kernel_, C=1.0, gamma=clf.gamma_)).fit(clf.scaler_.transform(X), y)
+    d = clf.decision_function(X)
+    assert np.allclose(d[:, 1], ref.decision_function(clf.scaler_.transform(X)), atol=1e-6)
+    assert (clf.classes_[clf.predict_proba(X).argmax(1)] == y).mean() > 0.95
