@@ -113,6 +113,7 @@ def extract_features(
     runtime: Runtime | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
+    model: torch.nn.Module | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +132,7 @@ def extract_features(
         progress(len(items) - len(todo), len(items), "features")
     if not todo:
         return feats, ok
-    model = runtime.prepare(load_backbone(backbone))
+    model = runtime.prepare(model if model is not None else load_backbone(backbone))
     loader = make_loader([items[i][0] for i in todo], build_transform(spec), spec.input_size, runtime, batch_size,
                          num_workers=num_workers)
     pos = 0
