@@ -31,7 +31,6 @@ class ImportReport:
     already_known: int = 0
     labelled: int = 0
     unlabelled: int = 0
-    kept_human: int = 0
     duplicates: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
