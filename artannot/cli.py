@@ -108,6 +108,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
+    from artannot.data.export import write_csv
     from artannot.data.importer import scan_images
 
     bar = ProgressBar()
@@ -126,16 +127,12 @@ def cmd_predict(args) -> int:
 
             results = [(r.path, repo.top_predictions(project.conn, model, r.id)) for r in project.images()]
     bar.close()
-    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
-    try:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path"] + [f"{k}{i}" for i in range(1, 6) for k in ("class", "score")])
-        for path, preds in results:
-            flat = [x for name, score in preds for x in (name, f"{score:.4f}")]
-            writer.writerow([path, *flat])
-    finally:
-        if args.out:
-            out.close()
+    header = ["path"] + [f"{k}{i}" for i in range(1, 6) for k in ("class", "score")]
+    rows = [[path, *(x for name, score in preds for x in (name, f"{score:.4f}"))] for path, preds in results]
+    if args.out:
+        write_csv(Path(args.out), header, rows)
+    else:
+        csv.writer(sys.stdout, lineterminator="\n").writerows([header, *rows])
     return 0
 
 

@@ -156,7 +156,7 @@ class Project:
         names = repo.class_names(self.conn)
         proba = clf.predict_proba(feats)
         out = []
-        for (path, _), p, good in zip(items, proba, ok):
+        for (path, _), p, good in zip(items, proba, ok, strict=False):
             order = np.argsort(-p)[:top] if good else []
             out.append((path, [(names[int(clf.classes_[k])], float(p[k])) for k in order]))
         return out

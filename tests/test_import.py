@@ -36,7 +36,7 @@ def test_folder_import_with_hostile_files_skips_them_and_keeps_the_rest(tmp_path
         reasons = dict((rel.split("/")[-1], why) for rel, why in report.failed)
         assert "limit" in reasons["bomb.png"] and "empty" in reasons["empty.jpg"]
         assert "truncated" in reasons["truncated.jpg"]
-        for rel, reason in report.failed:
+        for _rel, reason in report.failed:
             assert "\n" not in reason and reason  # one clear line each
         assert calls[-1][0] == calls[-1][1] == report.found
         rows = p.images()

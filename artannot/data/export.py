@@ -26,7 +26,8 @@ def _current(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    """Write a UTF-8 CSV atomically (a crash never leaves half a file)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -38,7 +39,7 @@ def export_csv(conn: sqlite3.Connection, out: Path) -> int:
     """path, label, label source, split, evidence: one row per image (unlabelled ones with an empty label)."""
     rows = [[str(Path(r["root"]) / r["path"]), r["label"] or "", r["source"] or "", r["split"] or "",
              r["detail"] or ""] for r in _current(conn)]
-    _write_csv(out, ["path", "label", "label_source", "split", "evidence"], rows)
+    write_csv(out, ["path", "label", "label_source", "split", "evidence"], rows)
     return len(rows)
 
 
@@ -56,7 +57,7 @@ def export_predictions(conn: sqlite3.Connection, out: Path, model_id: int | None
         flat += [""] * (2 * top - len(flat))
         rows.append([str(Path(r["root"]) / r["path"]), r["label"] or "", *flat])
     header = ["path", "label"] + [f"{k}{i}" for i in range(1, top + 1) for k in ("class", "score")]
-    _write_csv(out, header, rows)
+    write_csv(out, header, rows)
     return len(rows)
 
 

@@ -11,11 +11,7 @@ from artannot.errors import ImportFormatError
 
 # Common English stop words plus words that clip-art and museum file names carry but never mean a class.
 STOP_WORDS = frozenset(
-    """
-    a an and are as at be by for from has have in into is it its of on or that the this to was were with
-    without over under de la le les du des der die das und el los img image images dsc photo pic picture
-    clipart clip art png jpg jpeg gif svg copy final small large big new old version
-    """.split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "with", "without", "over", "under", "de", "la", "le", "les", "du", "des", "der", "die", "das", "und", "el", "los", "img", "image", "images", "dsc", "photo", "pic", "picture", "clipart", "clip", "art", "png", "jpg", "jpeg", "gif", "svg", "copy", "final", "small", "large", "big", "new", "old", "version"]
 )
 
 _TOKEN = re.compile(r"[a-z]+")

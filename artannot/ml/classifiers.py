@@ -159,7 +159,7 @@ class SVMClassifier:
             "meta": np.array([self.gamma_, self.temperature_, self.C_]),
             "kernel": np.array(self.kernel_),
         }
-        for k, (sv, dual) in enumerate(zip(self.support_, self.dual_)):
+        for k, (sv, dual) in enumerate(zip(self.support_, self.dual_, strict=False)):
             arrays[f"sv_{k}"] = sv
             arrays[f"dual_{k}"] = dual
         buf = io.BytesIO()

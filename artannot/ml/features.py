@@ -145,7 +145,7 @@ def extract_features(
         feats[idx] = f
         ok[idx] = good.numpy()
         if cache is not None:
-            cache.put_many(backbone, {hashes[i]: feats[i] for i, g in zip(idx, good.tolist()) if g})
+            cache.put_many(backbone, {hashes[i]: feats[i] for i, g in zip(idx, good.tolist(), strict=False) if g})
         pos += len(f)
         if progress is not None:
             progress(len(items) - len(todo) + pos, len(items), "features")
