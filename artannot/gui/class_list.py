@@ -1,0 +1,135 @@
+"""The list of classes: colour, hotkey, name and how many images carry each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QKeyEvent, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from artannot.store.repo import ClassInfo
+
+UNLABELLED = -1  # item data of the "Unlabelled" row
+
+
+def swatch(color: str, size: int = 12) -> QIcon:
+    """A small square of a class colour."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(QColor(color))
+    return QIcon(pixmap)
+
+
+class ClassList(QWidget):
+    """Classes with hotkeys and counts; double-click (or Enter) gives the selected images that class."""
+
+    class_activated = Signal(object)  # class id, or None for "clear label"
+    hotkey_pressed = Signal(str)  # digit keys typed while the list has focus label images too
+    add_class_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.tree = _ClassTree(self)
+        self.tree.setColumnCount(3)
+        self.tree.setHeaderLabels(["Key", "Class", "Images"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setToolTip("Press a class's key, or double-click it, to label the selected images")
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.itemActivated.connect(self._on_activated)
+        self.tree.hotkey_pressed.connect(self.hotkey_pressed)
+        self.legend = QLabel(
+            "<b>Keys</b>: 1–9 label the selected images, 0 or Delete clears, Ctrl+Z undoes.<br>"
+            "<b>Marks</b>: <span style='background:#2e7d32;color:white'>&nbsp;H&nbsp;</span> set by you, "
+            "<span style='background:#546e7a;color:white'>&nbsp;R&nbsp;</span> from a naming rule; "
+            "a <span style='color:#d32f2f'><b>red frame</b></span> means the model disagrees with the label.")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setStyleSheet("color: #455a64; padding: 4px;")
+        self.add_button = QPushButton("Add class…")
+        self.add_button.setEnabled(False)
+        self.add_button.clicked.connect(self.add_class_requested)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.add_button)
+        layout.addWidget(self.legend)
+        self._counts: dict[int, int] = {}
+
+    def set_classes(self, classes: Sequence[ClassInfo], n_images: int) -> None:
+        """Show these classes and the unlabelled remainder of n_images."""
+        current = self.tree.currentItem()
+        keep = current.data(1, Qt.ItemDataRole.UserRole) if current is not None else None
+        self.tree.clear()
+        self._counts = {}
+        for c in classes:
+            item = QTreeWidgetItem([c.hotkey or "", c.name, f"{c.count:,}"])
+            item.setIcon(1, swatch(c.color))
+            item.setData(1, Qt.ItemDataRole.UserRole, c.id)
+            item.setTextAlignment(0, Qt.AlignmentFlag.AlignCenter)
+            item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setToolTip(1, f"{c.name}: {c.count} image{'s' if c.count != 1 else ''}"
+                               + (f" — press {c.hotkey} to label the selection" if c.hotkey else ""))
+            self.tree.addTopLevelItem(item)
+            self._counts[c.id] = c.count
+        unlabelled = max(0, n_images - sum(c.count for c in classes))
+        item = QTreeWidgetItem(["0", "Unlabelled", f"{unlabelled:,}"])
+        item.setData(1, Qt.ItemDataRole.UserRole, UNLABELLED)
+        font = QFont(self.tree.font())
+        font.setItalic(True)
+        for col in range(3):
+            item.setFont(col, font)
+            item.setForeground(col, QBrush(QColor("#607d8b")))
+        item.setTextAlignment(0, Qt.AlignmentFlag.AlignCenter)
+        item.setTextAlignment(2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        item.setToolTip(1, "Images without a label — press 0 (or Delete) to clear the selection's label")
+        self.tree.addTopLevelItem(item)
+        self._counts[UNLABELLED] = unlabelled
+        if keep is not None:
+            for k in range(self.tree.topLevelItemCount()):
+                if self.tree.topLevelItem(k).data(1, Qt.ItemDataRole.UserRole) == keep:
+                    self.tree.setCurrentItem(self.tree.topLevelItem(k))
+        self.add_button.setEnabled(True)
+
+    def clear_project(self) -> None:
+        """No project open."""
+        self.tree.clear()
+        self._counts = {}
+        self.add_button.setEnabled(False)
+
+    def count(self, class_id: int | None) -> int:
+        """The number shown for a class (None: the unlabelled row)."""
+        return self._counts.get(UNLABELLED if class_id is None else class_id, 0)
+
+    def _on_activated(self, item: QTreeWidgetItem, _column: int) -> None:
+        class_id = item.data(1, Qt.ItemDataRole.UserRole)
+        self.class_activated.emit(None if class_id == UNLABELLED else class_id)
+
+
+class _ClassTree(QTreeWidget):
+    """The tree inside ClassList; digits label the grid's selection rather than searching names."""
+
+    hotkey_pressed = Signal(str)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        plain = not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if plain and Qt.Key.Key_0 <= key <= Qt.Key.Key_9:
+            self.hotkey_pressed.emit(str(key - Qt.Key.Key_0))
+        else:
+            super().keyPressEvent(event)
