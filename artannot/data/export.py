@@ -1,76 +1,90 @@
-"""Write the curated set and predictions in formats other tools read."""
+"""Write the curated set and predictions in formats other tools read.
+
+imagefolder copies images into OUT/<split>/<class>/; csv, coco, voc, yolo and labelme write label files
+that point at the images where they are (data.formats); predictions and predictions-json write the
+latest model's top-5 per image.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from artannot.data.formats import curated_set, write_csv_rows, write_text
+from artannot.data.formats.coco import write_coco
+from artannot.data.formats.csv_labels import write_csv_labels
+from artannot.data.formats.labelme import write_labelme
+from artannot.data.formats.voc import write_voc
+from artannot.data.formats.yolo import write_yolo
 from artannot.errors import ArtAnnotError
 from artannot.store import repo
-from artannot.store.files import atomic_write_bytes
 
 Progress = Callable[[int, int, str], None]
-FORMATS = ("imagefolder", "csv", "predictions")
-
-
-def _current(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute(
-        "SELECT i.id, s.path AS root, i.path, i.split, c.name AS label, l.source, l.detail"
-        " FROM images i JOIN sources s ON s.id = i.source_id"
-        " LEFT JOIN labels l ON l.image_id = i.id AND l.active = 1 LEFT JOIN classes c ON c.id = l.class_id"
-        " ORDER BY i.id"
-    ).fetchall()
+FORMATS = ("imagefolder", "csv", "coco", "voc", "yolo", "labelme", "predictions", "predictions-json")
+_WRITERS = {"csv": write_csv_labels, "coco": write_coco, "voc": write_voc, "yolo": write_yolo,
+            "labelme": write_labelme}
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write a UTF-8 CSV atomically (a crash never leaves half a file)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    """Write a UTF-8 CSV atomically (a crash never leaves half a file); odd file-name bytes survive."""
+    write_csv_rows(path, header, rows)
 
 
 def export_csv(conn: sqlite3.Connection, out: Path) -> int:
     """path, label, label source, split, evidence: one row per image (unlabelled ones with an empty label)."""
-    rows = [[str(Path(r["root"]) / r["path"]), r["label"] or "", r["source"] or "", r["split"] or "",
-             r["detail"] or ""] for r in _current(conn)]
-    write_csv(out, ["path", "label", "label_source", "split", "evidence"], rows)
-    return len(rows)
+    return write_csv_labels(conn, out)
+
+
+def _model_id(conn: sqlite3.Connection, model_id: int | None) -> int:
+    model_id = model_id if model_id is not None else repo.latest_model_id(conn)
+    if model_id is None:
+        raise ArtAnnotError("no trained model yet: train one before exporting predictions")
+    return model_id
 
 
 def export_predictions(conn: sqlite3.Connection, out: Path, model_id: int | None = None, top: int = 5) -> int:
     """path, then the model's top-k classes and scores, one row per image."""
-    model_id = model_id if model_id is not None else repo.latest_model_id(conn)
-    if model_id is None:
-        raise ArtAnnotError("no trained model yet: train one before exporting predictions")
+    model_id = _model_id(conn, model_id)
     rows = []
-    for r in _current(conn):
-        preds = repo.top_predictions(conn, model_id, r["id"])[:top]
+    for im in curated_set(conn)[1]:
+        preds = repo.top_predictions(conn, model_id, im.id)[:top]
         flat: list = []
         for name, score in preds:
             flat += [name, f"{score:.4f}"]
         flat += [""] * (2 * top - len(flat))
-        rows.append([str(Path(r["root"]) / r["path"]), r["label"] or "", *flat])
+        rows.append([im.path, im.label or "", *flat])
     header = ["path", "label"] + [f"{k}{i}" for i in range(1, top + 1) for k in ("class", "score")]
     write_csv(out, header, rows)
     return len(rows)
+
+
+def export_predictions_json(conn: sqlite3.Connection, out: Path, model_id: int | None = None,
+                            top: int = 5) -> int:
+    """{"model", "images": [{"path", "label", "split", "predictions": [{"class", "score"}]}]} as JSON."""
+    model_id = _model_id(conn, model_id)
+    images = [
+        {"path": im.path, "label": im.label, "split": im.split,
+         "predictions": [{"class": name, "score": round(score, 6)}
+                         for name, score in repo.top_predictions(conn, model_id, im.id)[:top]]}
+        for im in curated_set(conn)[1]
+    ]
+    write_text(out, json.dumps({"model": model_id, "images": images}, indent=1))
+    return len(images)
 
 
 def export_imagefolder(conn: sqlite3.Connection, out: Path, progress: Progress | None = None) -> int:
     """OUT/<split>/<class>/<file>: copies of labelled images, the layout torchvision's ImageFolder reads."""
     if out.exists() and any(out.iterdir()):
         raise ArtAnnotError(f"{out} is not empty; export into a new folder")
-    rows = [r for r in _current(conn) if r["label"]]
-    for n, r in enumerate(rows, 1):
-        src = Path(r["root"]) / r["path"]
-        folder = out / (r["split"] or "train") / _safe_name(r["label"])
+    rows = [im for im in curated_set(conn)[1] if im.label]
+    for n, im in enumerate(rows, 1):
+        src = Path(im.path)
+        folder = out / (im.split or "train") / _safe_name(im.label)
         folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / _safe_name(Path(r["path"]).name)
+        dest = folder / _safe_name(src.name)
         k = 1
         while dest.exists():
             dest = folder / f"{Path(dest.name).stem.rsplit('~', 1)[0]}~{k}{src.suffix}"
@@ -92,10 +106,12 @@ def _safe_name(name: str) -> str:
 
 def export(conn: sqlite3.Connection, out: Path, fmt: str, progress: Progress | None = None) -> int:
     """Dispatch to a format's writer; returns how many images it wrote."""
-    if fmt == "csv":
-        return export_csv(conn, out)
+    if fmt in _WRITERS:
+        return _WRITERS[fmt](conn, out)
     if fmt == "predictions":
         return export_predictions(conn, out)
+    if fmt == "predictions-json":
+        return export_predictions_json(conn, out)
     if fmt == "imagefolder":
         return export_imagefolder(conn, out, progress)
     raise ArtAnnotError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -1,19 +1,26 @@
-"""Import a folder of images into a project: safe probing, batched inserts, labels from folders or names."""
+"""Import images into a project: safe probing, batched inserts, labels from folders, names or label files.
+
+`import_folder` (labels from folder or file names) and `import_annotations` (labels, boxes and splits
+read from CSV/COCO/VOC/YOLO/labelme by data.formats) share one loop, `_import`, that probes new files and
+commits them in batches together with what they are given.
+"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from artannot.data.formats import Annotation, Box, printable, quoted
 from artannot.data.images import is_image_path, probe_image, sha256_file
 from artannot.data.rules import Vocabulary
 from artannot.data.splits import stratified_split
 from artannot.errors import ArtAnnotError, ImportFormatError
+from artannot.store.boxes import add_boxes, boxes_for, clip_box, delete_boxes
 from artannot.store.db import now, write
-from artannot.store.labels import LabelChange, apply_labels
+from artannot.store.labels import LabelChange, apply_labels, current_labels_for
 from artannot.store.repo import ensure_classes, ensure_source
 
 Progress = Callable[[int, int, str], None]
@@ -35,20 +42,50 @@ class ImportReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     cancelled: bool = False
+    boxes: int = 0
+    kept_human: int = 0  # images whose curator label or boxes the import left alone
+    duplicate_of: list[tuple[str, str]] = field(default_factory=list)  # (new path, path with the same content)
+    not_found: list[str] = field(default_factory=list)  # annotated images not under the root
+    new_classes: list[str] = field(default_factory=list)  # class names the label files introduced
+    skipped_boxes: list[str] = field(default_factory=list)  # one line each: which box, why
 
     def summary(self) -> str:
         """One line a curator reads after an import."""
         parts = [f"{self.added} added", f"{self.already_known} already in project", f"{self.labelled} labelled",
                  f"{self.unlabelled} unlabelled"]
+        if self.boxes:
+            parts.append(f"{self.boxes} boxes")
+        if self.kept_human:
+            parts.append(f"{self.kept_human} curator edits kept")
+        if self.new_classes:
+            parts.append(f"{len(self.new_classes)} new classes")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicate content")
         if self.failed:
             parts.append(f"{len(self.failed)} skipped as unreadable")
+        if self.not_found:
+            parts.append(f"{len(self.not_found)} annotated images not found")
+        if self.skipped_boxes:
+            parts.append(f"{len(self.skipped_boxes)} boxes skipped")
         if self.missing:
             parts.append(f"{len(self.missing)} known files missing on disk")
         if self.cancelled:
             parts.append("cancelled (what was imported so far is kept)")
         return ", ".join(parts)
+
+    def notes(self) -> list[str]:
+        """One printable line per thing a curator may want to check, for the CLI and the GUI's log."""
+        out = [f"skipped {printable(rel)}: {reason}" for rel, reason in self.failed]
+        out += [f"missing {printable(rel)}: known to the project but no longer on disk" for rel in self.missing]
+        out += [f"not found {where}: the label file names it, but it is not an image under the folder"
+                for where in self.not_found]
+        out += [f"duplicate {printable(rel)}: same content as {printable(first)} (imported anyway)"
+                for rel, first in self.duplicate_of]
+        out += self.skipped_boxes
+        if self.new_classes:
+            out.append(f"new classes from the label files: {printable(', '.join(self.new_classes))}"
+                       " (pass --vocabulary to refuse unknown names instead)")
+        return out
 
 
 def scan_images(root: Path) -> Iterator[Path]:
@@ -80,13 +117,9 @@ def import_folder(
 ) -> ImportReport:
     """Add the images under src that the project does not know yet; never overwrite a curator's label."""
     if labels_from not in LABEL_MODES:
-        raise ImportFormatError(f"--labels-from must be one of {', '.join(LABEL_MODES)}, not {labels_from!r}")
-    if split not in SPLIT_MODES:
-        raise ImportFormatError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {split!r}")
-    root = Path(src).expanduser()
-    if not root.is_dir():
-        raise ImportFormatError(f"{root} is not a folder of images")
-    root = root.resolve()
+        raise ImportFormatError(f"--labels-from must be one of {', '.join(LABEL_MODES)}, csv:FILE, coco:FILE,"
+                                f" voc:DIR, yolo:DIR or labelme:DIR, not {labels_from!r}")
+    root = _check_root(src, split)
     if labels_from == "filename" and vocabulary is None:
         names = [r[0] for r in conn.execute("SELECT name FROM classes ORDER BY position, id")]
         if not names:
@@ -95,11 +128,152 @@ def import_folder(
             )
         vocabulary = Vocabulary.from_names(names)
 
+    def item_for(rel: str) -> _Item:
+        label, detail = _label_for(Path(rel), labels_from, vocabulary)
+        return _Item(label, detail)
+
     report = ImportReport()
+    _import(conn, root, item_for, report, source="rule", relabel_known=False, split=split,
+            description=f"labels from {labels_from} names on import of {root.name}", progress=progress,
+            cancel=cancel)
+    return report
+
+
+def import_annotations(
+    conn: sqlite3.Connection,
+    images_root: str | Path,
+    annotations: Sequence[Annotation],
+    *,
+    source: str = "import",
+    split: str = "auto",
+    vocabulary: Vocabulary | None = None,
+    description: str = "labels from annotations",
+    progress: Progress | None = None,
+    cancel=None,
+) -> ImportReport:
+    """Add the images under images_root with the labels, boxes and splits that annotations give them.
+
+    Images the project knows already get the annotations too, except where a curator labelled them
+    (their label, and boxes a person drew, are kept). Labels and boxes form one undoable event.
+    Everything is checked before the first write: an unknown class (with a vocabulary) or conflicting
+    annotations refuse the import and change nothing. Annotated files missing on disk are reported.
+    """
+    root = _check_root(images_root, split)
+    by_rel = _merge(annotations)
+    rename = _class_mapping(conn, by_rel.values(), vocabulary)
+    if vocabulary is not None:  # checked: now the vocabulary's classes may be created, in its order
+        ensure_classes(conn, vocabulary.classes)
+    existing = _class_names(conn)
+    report = ImportReport(new_classes=sorted({n for n in rename.values() if n not in existing}))
+    items = {
+        rel: _Item(rename.get(a.label), a.where or None, a.split,
+                   [replace(b, label=rename[b.label]) for b in a.boxes], a.where)
+        for rel, a in by_rel.items()
+    }
+    seen = _import(conn, root, items.get, report, source=source, relabel_known=True, split=split,
+                   description=f"{description} on import of {root.name}", progress=progress, cancel=cancel)
+    if not report.cancelled:
+        report.not_found = [f"{printable(a.path)} ({a.where})" for rel, a in by_rel.items() if rel not in seen]
+    return report
+
+
+def _check_root(src: str | Path, split: str) -> Path:
+    if split not in SPLIT_MODES:
+        raise ImportFormatError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {split!r}")
+    root = Path(src).expanduser()
+    if not root.is_dir():
+        raise ImportFormatError(f"{printable(root)} is not a folder of images")
+    return root.resolve()
+
+
+def _class_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM classes")}
+
+
+def _merge(annotations: Sequence[Annotation]) -> dict[str, Annotation]:
+    """One annotation per image path; two that disagree on its label or split are an error."""
+    out: dict[str, Annotation] = {}
+    for a in annotations:
+        old = out.get(a.path)
+        if old is None:
+            out[a.path] = Annotation(a.path, a.label, a.split, list(a.boxes), a.where)
+            continue
+        for what, mine, theirs in (("label", a.label, old.label), ("split", a.split, old.split)):
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ImportFormatError(
+                    f"{a.where}: {printable(a.path)} gets {what} {quoted(mine)}, but {old.where} gave it"
+                    f" {quoted(theirs)}; an image has one {what}")
+        old.label, old.split = old.label or a.label, old.split or a.split
+        old.boxes.extend(a.boxes)
+    return out
+
+
+def _class_mapping(conn: sqlite3.Connection, annotations, vocabulary: Vocabulary | None) -> dict[str, str]:
+    """Each class name the annotations use -> the project class it means.
+
+    Without a vocabulary, unknown names become new classes (the report lists them); with one, a name must
+    be a class of the vocabulary or one of its synonyms (any case), else the import is refused.
+    """
+    used: dict[str, str] = {}
+    for a in annotations:
+        for name in ([a.label] if a.label else []) + [b.label for b in a.boxes]:
+            used.setdefault(name, a.where)
+    if vocabulary is None:
+        return {n: n for n in used}
+    known = {c.lower(): c for c in [*vocabulary.classes, *_class_names(conn)]}
+    out = {}
+    for name, where in used.items():
+        target = known.get(name.lower()) or vocabulary.lookup(name)
+        if target is None:
+            some = ", ".join(vocabulary.classes[:8]) + (", ..." if len(vocabulary.classes) > 8 else "")
+            raise ImportFormatError(f"{where}: class {quoted(name)} is not in the vocabulary ({some});"
+                                    " add it to the vocabulary or fix the label")
+        out[name] = target
+    return out
+
+
+@dataclass
+class _Item:
+    """What an import gives one image file: label with its evidence, split, boxes."""
+
+    label: str | None = None
+    detail: str | None = None
+    split: str | None = None
+    boxes: Sequence[Box] = ()
+    where: str = ""
+
+
+def _db_path(rel: str) -> str | bytes:
+    """The path as stored: text, or the raw bytes of a name that is not valid UTF-8 (lossless)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(rel)
+    return rel
+
+
+def _import(
+    conn: sqlite3.Connection,
+    root: Path,
+    item_for: Callable[[str], _Item | None],
+    report: ImportReport,
+    *,
+    source: str,
+    relabel_known: bool,
+    split: str,
+    description: str,
+    progress: Progress | None,
+    cancel,
+) -> set[str]:
+    """The one import loop: probe new files, commit them in batches with their labels and boxes.
+
+    Returns the paths (under root) of every image file found. Known files get their item applied only
+    with relabel_known; a curator's label or boxes are never replaced.
+    """
     source_id = ensure_source(conn, root)
-    known = {r[0]: r[1] for r in conn.execute(
-        "SELECT path, id FROM images WHERE source_id = ?", (source_id,))}
-    known_hashes = {r[0] for r in conn.execute("SELECT sha256 FROM images")}
+    known = {os.fsdecode(r[0]): (r[1], r[2], r[3]) for r in conn.execute(
+        "SELECT path, id, width, height FROM images WHERE source_id = ?", (source_id,))}
+    known_hashes = {r[0]: os.fsdecode(r[1]) for r in conn.execute("SELECT sha256, path FROM images ORDER BY id")}
     files = list(scan_images(root))
     report.found = len(files)
     on_disk = {p.relative_to(root).as_posix() for p in files}
@@ -107,44 +281,71 @@ def import_folder(
     if report.missing:
         with write(conn):
             conn.executemany("UPDATE images SET missing = 1 WHERE source_id = ? AND path = ?",
-                             [(source_id, p) for p in report.missing])
+                             [(source_id, _db_path(p)) for p in report.missing])
 
     new_ids: list[int] = []
-    batch: list[tuple] = []
+    explicit: dict[int, str] = {}
+    batch: list[tuple] = []  # (image id or None, rel, sha256, width, height, item)
     event_id: int | None = None
+    labelled_new = 0
 
     def flush() -> None:
-        """Commit a batch of images with their labels: a crash keeps whole batches or nothing."""
-        nonlocal event_id
+        """Commit a batch of images with their labels and boxes: a crash keeps whole batches or nothing."""
+        nonlocal event_id, labelled_new
         if not batch:
             return
         with write(conn):
-            labels: list[LabelChange] = []
-            class_ids = ensure_classes(conn, sorted({r[6] for r in batch if r[6] is not None}))
-            for row in batch:
-                cur = conn.execute(
-                    "INSERT INTO images(source_id, path, sha256, width, height, added_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)", row[:6])
-                image_id = int(cur.lastrowid)
-                new_ids.append(image_id)
-                if row[6] is not None:
-                    labels.append(LabelChange(image_id, class_ids[row[6]], "rule", detail=row[7]))
-            first = apply_labels(conn, labels, description=f"labels from {labels_from} names on import"
-                                 f" of {root.name}", event_id=event_id)
+            names = {n for *_, it in batch if it for n in [it.label, *(b.label for b in it.boxes)] if n}
+            class_ids = ensure_classes(conn, sorted(names))
+            targets = []  # (image id, width, height, rel, item, new?)
+            for image_id, rel, digest, width, height, item in batch:
+                if image_id is None:
+                    cur = conn.execute(
+                        "INSERT INTO images(source_id, path, sha256, width, height, added_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?)", (source_id, _db_path(rel), digest, width, height, stamp))
+                    image_id = int(cur.lastrowid)
+                    new_ids.append(image_id)
+                if item is not None:
+                    targets.append((image_id, width, height, rel, item, digest is not None))
+            current = current_labels_for(conn, [t[0] for t in targets if t[4].label is not None])
+            labels = []
+            for image_id, _, _, _, item, is_new in targets:
+                if item.label is None:
+                    continue
+                cur = current.get(image_id)
+                if cur is not None and cur["source"] == "human":
+                    if cur["class_id"] != class_ids[item.label]:
+                        report.kept_human += 1
+                    continue
+                labels.append(LabelChange(image_id, class_ids[item.label], source, detail=item.detail))
+                report.labelled += 1
+                labelled_new += is_new
+            first = apply_labels(conn, labels, description=description, protect_human=True, event_id=event_id)
             event_id = event_id or first
-            report.labelled += len(labels)
+            event_id = _apply_boxes(conn, targets, class_ids, report, source, description, event_id)
+            for image_id, _, _, _, item, is_new in targets:
+                if item.split is not None:
+                    if is_new:
+                        explicit[image_id] = item.split
+                    conn.execute("UPDATE images SET split = ? WHERE id = ? AND (split IS NULL OR ?)",
+                                 (item.split, image_id, is_new))
         batch.clear()
 
     stamp = now()
+    seen: set[str] = set()
     for done, path in enumerate(files, 1):
         if cancel is not None and cancel.is_set():
             report.cancelled = True
             break
         rel = path.relative_to(root).as_posix()
+        seen.add(rel)
+        item = item_for(rel)
         if rel in known:
             report.already_known += 1
-            if known[rel] is not None:
-                conn.execute("UPDATE images SET missing = 0 WHERE id = ? AND missing = 1", (known[rel],))
+            image_id, width, height = known[rel]
+            conn.execute("UPDATE images SET missing = 0 WHERE id = ? AND missing = 1", (image_id,))
+            if relabel_known and item is not None:
+                batch.append((image_id, rel, None, width, height, item))
         else:
             try:
                 info = probe_image(path)
@@ -152,23 +353,58 @@ def import_folder(
             except ArtAnnotError as exc:
                 report.failed.append((rel, str(exc)))
             except OSError as exc:
-                report.failed.append((rel, f"{rel}: cannot read ({exc.strerror or exc})"))
+                report.failed.append((rel, f"{printable(rel)}: cannot read ({exc.strerror or exc})"))
             else:
                 if digest in known_hashes:
                     report.duplicates += 1
-                known_hashes.add(digest)
-                label, detail = _label_for(Path(rel), labels_from, vocabulary)
-                batch.append((source_id, rel, digest, info.width, info.height, stamp, label, detail))
-                if len(batch) >= BATCH:
-                    flush()
+                    report.duplicate_of.append((rel, known_hashes[digest]))
+                known_hashes.setdefault(digest, rel)
+                batch.append((None, rel, digest, info.width, info.height, item))
+        if len(batch) >= BATCH:
+            flush()
         if progress is not None and (done % 16 == 0 or done == len(files)):
             progress(done, len(files), "importing")
     flush()
     report.added = len(new_ids)
+    report.unlabelled = report.added - labelled_new
+    _assign_splits(conn, [i for i in new_ids if i not in explicit], split)
+    return seen
 
-    report.unlabelled = report.added - report.labelled
-    _assign_splits(conn, new_ids, split)
-    return report
+
+def _apply_boxes(conn: sqlite3.Connection, targets: list[tuple], class_ids: dict[str, int], report: ImportReport,
+                 source: str, description: str, event_id: int | None) -> int | None:
+    """Add a batch's boxes, clipped to their images; a known image's earlier imported boxes are replaced
+    (unless identical), boxes a person drew are kept. Returns the event they joined."""
+    adds: list[tuple] = []
+    drops: list[int] = []
+    for image_id, width, height, rel, item, is_new in targets:
+        if not item.boxes:
+            continue
+        rows = []
+        for k, b in enumerate(item.boxes, 1):
+            x, y, w, h = (b.x * width, b.y * height, b.w * width, b.h * height) if b.normalized \
+                else (b.x, b.y, b.w, b.h)
+            what = f"{item.where}: box {k} ({printable(b.label)}) on {printable(rel)}"
+            try:
+                rows.append((image_id, class_ids[b.label], *clip_box(x, y, w, h, width, height, what)))
+            except ArtAnnotError as exc:
+                report.skipped_boxes.append(f"{exc}; skipped")
+        old = [] if is_new else boxes_for(conn, image_id)
+        if old:
+            if any(o.source == "human" for o in old):
+                report.kept_human += 1
+                continue
+            key = sorted((o.class_id, *(round(v, 2) for v in (o.x, o.y, o.w, o.h))) for o in old)
+            if key == sorted((r[1], *(round(v, 2) for v in r[2:])) for r in rows):
+                continue
+            drops += [o.id for o in old]
+        adds += rows
+    if drops:
+        event_id = delete_boxes(conn, drops, source=source, description=description, event_id=event_id)
+    if adds:
+        event_id = add_boxes(conn, adds, source, description, event_id=event_id)
+        report.boxes += len(adds)
+    return event_id
 
 
 def _label_for(rel: Path, labels_from: str, vocabulary: Vocabulary | None) -> tuple[str | None, str | None]:

@@ -89,6 +89,10 @@ class Vocabulary:
             raise ImportFormatError(f"vocabulary {path} names no classes")
         return cls(entries)
 
+    def lookup(self, word: str) -> str | None:
+        """The class a single word names (itself, a synonym, or a plural of either), or None."""
+        return next((self._lookup[f] for f in singular_forms(word.strip().lower()) if f in self._lookup), None)
+
     def match(self, filename: str) -> RuleMatch | None:
         """The first token of the file name that names a class (directly, as a plural or a synonym)."""
         for token in tokenize(filename):

@@ -131,9 +131,16 @@ def label_history(conn: sqlite3.Connection, image_id: int) -> list[sqlite3.Row]:
     ).fetchall()
 
 
+def _boxes():
+    """The box store, imported late: it builds on this module, and both share one undo stack."""
+    from artannot.store import boxes
+
+    return boxes
+
+
 def _event(conn: sqlite3.Connection, row: sqlite3.Row) -> Event:
     n = conn.execute("SELECT COUNT(*) FROM labels WHERE event_id = ?", (row["id"],)).fetchone()[0]
-    return Event(row["id"], row["kind"], row["description"], n)
+    return Event(row["id"], row["kind"], row["description"], n + _boxes().count_for_event(conn, row["id"]))
 
 
 def undo(conn: sqlite3.Connection) -> Event | None:
@@ -152,6 +159,7 @@ def undo(conn: sqlite3.Connection) -> Event | None:
             "UPDATE labels SET active = 1 WHERE id = ?",
             [(r["replaces_id"],) for r in rows if r["replaces_id"] is not None],
         )
+        _boxes().revert_event(conn, row["id"])
         conn.execute("UPDATE events SET state = 'undone' WHERE id = ?", (row["id"],))
         return _event(conn, row)
 
@@ -172,6 +180,7 @@ def redo(conn: sqlite3.Connection) -> Event | None:
             [(r["replaces_id"],) for r in rows if r["replaces_id"] is not None],
         )
         conn.executemany("UPDATE labels SET active = 1 WHERE id = ?", [(r["id"],) for r in rows])
+        _boxes().reapply_event(conn, row["id"])
         conn.execute("UPDATE events SET state = 'done' WHERE id = ?", (row["id"],))
         return _event(conn, row)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def image_path(conn: sqlite3.Connection, image_id: int) -> Path:
     row = conn.execute(
         "SELECT s.path, i.path FROM images i JOIN sources s ON s.id = i.source_id WHERE i.id = ?", (image_id,)
     ).fetchone()
-    return Path(row[0]) / row[1]
+    return Path(row[0]) / os.fsdecode(row[1])
 
 
 def latest_model_id(conn: sqlite3.Connection) -> int | None:
@@ -119,7 +120,7 @@ def list_images(conn: sqlite3.Connection, model_id: int | None = None) -> list[I
         (model_id if model_id is not None else -1,),
     ).fetchall()
     return [
-        ImageRow(r["id"], str(Path(r["root"]) / r["path"]), r["sha256"], r["width"], r["height"], r["split"],
+        ImageRow(r["id"], str(Path(r["root"]) / os.fsdecode(r["path"])), r["sha256"], r["width"], r["height"], r["split"],
                  r["class_id"], r["source"], r["pred"], r["score"])
         for r in rows
     ]
@@ -139,13 +140,13 @@ def labelled_images(
     if split is not None:
         sql += " AND i.split = ?"
         params.append(split)
-    return [(r[0], str(Path(r[1]) / r[2]), r[3], r[4]) for r in conn.execute(sql + " ORDER BY i.id", params)]
+    return [(r[0], str(Path(r[1]) / os.fsdecode(r[2])), r[3], r[4]) for r in conn.execute(sql + " ORDER BY i.id", params)]
 
 
 def all_images(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
     """(image id, absolute path, sha256) of every image present on disk."""
     return [
-        (r[0], str(Path(r[1]) / r[2]), r[3])
+        (r[0], str(Path(r[1]) / os.fsdecode(r[2])), r[3])
         for r in conn.execute(
             "SELECT i.id, s.path, i.path, i.sha256 FROM images i JOIN sources s ON s.id = i.source_id"
             " WHERE i.missing = 0 ORDER BY i.id"

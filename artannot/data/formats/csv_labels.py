@@ -1,0 +1,71 @@
+"""Image-level labels as CSV: `path,label[,split]`, with or without a header row.
+
+With a header, the columns are found by name (path/file/filename/image, label/class, split) and others
+(label_source, evidence: what `artannot export --format csv` adds) are ignored. Paths are relative to
+the collection root, or absolute inside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from pathlib import Path
+
+from artannot.data.formats import (
+    Annotation,
+    check_name,
+    check_split,
+    curated_set,
+    image_relpath,
+    printable,
+    read_text,
+    show,
+    write_csv_rows,
+)
+from artannot.errors import ImportFormatError
+
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "image")
+LABEL_COLUMNS = ("label", "class", "category")
+HEADER = ["path", "label", "label_source", "split", "evidence"]
+
+
+def read_csv_labels(path: str | Path, images_root: str | Path) -> list[Annotation]:
+    """Annotations from a labels CSV; any bad row refuses the whole file with its line number."""
+    path, root = Path(path), Path(images_root).resolve()
+    name = show(path)
+    reader = csv.reader(io.StringIO(read_text(path, "labels CSV"), newline=""))
+    out: list[Annotation] = []
+    cols = (0, 1, 2)
+    try:
+        for n, row in enumerate(reader):
+            where = f"{name} line {reader.line_num}"
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if n == 0 and row[0].strip().lower() in PATH_COLUMNS:
+                cols = _columns(row, where)
+                continue
+            cells = [row[i].strip() if i is not None and i < len(row) else "" for i in cols]
+            rel = image_relpath(root, cells[0], where)
+            label = check_name(cells[1], where) if cells[1] else None
+            out.append(Annotation(rel, label, check_split(cells[2], where), where=where))
+    except csv.Error as exc:
+        raise ImportFormatError(f"{name} line {reader.line_num}: not valid CSV ({exc})") from None
+    return out
+
+
+def _columns(header: list[str], where: str) -> tuple[int, int | None, int | None]:
+    names = [h.strip().lower() for h in header]
+    label = next((names.index(c) for c in LABEL_COLUMNS if c in names), None)
+    if label is None:
+        raise ImportFormatError(f"{where}: the header has no label column (one of {', '.join(LABEL_COLUMNS)}):"
+                                f" {printable(','.join(header))}")
+    return 0, label, names.index("split") if "split" in names else None
+
+
+def write_csv_labels(conn: sqlite3.Connection, out: Path) -> int:
+    """path, label, label source, split, evidence: one row per image (unlabelled ones with an empty label)."""
+    _, images = curated_set(conn)
+    rows = [[im.path, im.label or "", im.label_source or "", im.split or "", im.detail or ""] for im in images]
+    write_csv_rows(out, HEADER, rows)
+    return len(rows)
