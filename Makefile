@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check artannot tests bench training packaging resources
 
 bench: $(STAMP)
-	$(PY) bench/feature_speed.py
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf build .pytest_cache

@@ -23,3 +23,7 @@ class ModelError(ArtAnnotError):
 
 class Cancelled(ArtAnnotError):
     """A long job was cancelled by the user."""
+
+
+class StorageError(ArtAnnotError, OSError):
+    """A file could not be written (disk full, read-only); what was there before is intact."""

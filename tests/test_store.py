@@ -137,3 +137,20 @@ def test_failed_transaction_commits_nothing(tmp_path):
         L.apply_labels(project.conn, bad, description="bad")
     assert L.current_labels_for(project.conn, ids) == {}
     assert not L.can_undo(project.conn)
+
+
+def test_atomic_write_failure_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    from artannot.errors import StorageError
+    from artannot.store import files
+
+    target = tmp_path / "model.npz"
+    files.atomic_write_bytes(target, b"good")
+
+    def no_space(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", no_space)  # the disk fills while the new file is written
+    with pytest.raises(StorageError, match="No space left on device; the previous file is intact"):
+        files.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temp file left behind

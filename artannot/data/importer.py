@@ -333,6 +333,7 @@ def _import(
 
     stamp = now()
     seen: set[str] = set()
+    reappeared: list[int] = []
     for done, path in enumerate(files, 1):
         if cancel is not None and cancel.is_set():
             report.cancelled = True
@@ -343,7 +344,7 @@ def _import(
         if rel in known:
             report.already_known += 1
             image_id, width, height = known[rel]
-            conn.execute("UPDATE images SET missing = 0 WHERE id = ? AND missing = 1", (image_id,))
+            reappeared.append(image_id)
             if relabel_known and item is not None:
                 batch.append((image_id, rel, None, width, height, item))
         else:
@@ -365,9 +366,16 @@ def _import(
         if progress is not None and (done % 16 == 0 or done == len(files)):
             progress(done, len(files), "importing")
     flush()
+    if reappeared:
+        with write(conn):
+            conn.executemany("UPDATE images SET missing = 0 WHERE id = ? AND missing = 1",
+                             [(i,) for i in reappeared])
     report.added = len(new_ids)
     report.unlabelled = report.added - labelled_new
-    _assign_splits(conn, [i for i in new_ids if i not in explicit], split)
+    # Images a crashed or cancelled import committed without a split get theirs now, with the new ones.
+    unsplit = [r[0] for r in conn.execute(
+        "SELECT id FROM images WHERE source_id = ? AND split IS NULL", (source_id,)) if r[0] not in explicit]
+    _assign_splits(conn, unsplit, split)
     return seen
 
 

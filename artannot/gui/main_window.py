@@ -169,7 +169,7 @@ class MainWindow(QMainWindow):
             self.show_error("Wait for the running job to finish (or cancel it) before switching projects.")
             return False
         try:
-            project = Project(path)
+            project = Project(path, exclusive=True)  # a second window on the same project is refused
         except ArtAnnotError as exc:
             self.show_error(str(exc))
             return False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,8 @@ from artannot.errors import ProjectError
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x41525441  # "ARTA": marks a file as an ArtAnnot project
+# Files up to this size get the full integrity_check on open (well under a second); bigger ones quick_check.
+FULL_CHECK_MAX_BYTES = 64 * 1024 * 1024
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -106,12 +110,15 @@ def now() -> str:
 
 
 def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
-    """Open (or create) a project database on this thread, checked and in WAL mode."""
+    """Open (or create) a project database on this thread: checked, intact, upgraded and in WAL mode."""
+    from artannot.store.migrations import migrate
+
     path = Path(path)
     if not create and not path.exists():
         raise ProjectError(f"no project at {path}: create it with `artannot init {path}`")
     if create and path.exists() and path.stat().st_size > 0:
         raise ProjectError(f"{path} already exists; open it instead of creating it")
+    _check_writable(path, create)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=30.0)
     except sqlite3.Error as exc:
@@ -124,15 +131,66 @@ def connect(path: str | Path, *, create: bool = False) -> sqlite3.Connection:
             _create(conn)
         else:
             _check(conn, path)
+            verify_integrity(conn, path)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        if not create:
+            migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise ProjectError(f"{path} is not a readable ArtAnnot project ({exc})") from None
-    except ProjectError:
+        raise storage_error(exc, path, opening=True) or ProjectError(
+            f"{path} is damaged or not an ArtAnnot project ({exc}); {backup_hint(path)}") from None
+    except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _check_writable(path: Path, create: bool) -> None:
+    """Refuse up front what would fail at the first edit: a read-only file or folder."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ProjectError(f"the folder {folder} does not exist")
+    if not create and not os.access(path, os.R_OK | os.W_OK):
+        raise ProjectError(f"{path} is read-only: ArtAnnot saves every edit as it is made, so it needs write"
+                           " access (fix the file's permissions, or copy it to a writable folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProjectError(f"the folder {folder} is read-only: ArtAnnot keeps its journal and caches beside"
+                           f" {path.name} (fix the folder's permissions, or copy the project elsewhere)")
+
+
+def backup_hint(path: Path) -> str:
+    """What a curator can restore from: the automatic backups beside the project, newest first."""
+    prefix = f"{path.name}.backup-"
+    try:
+        backups = sorted((path.parent / n for n in os.listdir(path.parent)
+                          if n.startswith(prefix) and not n.endswith(".tmp")), reverse=True)
+    except OSError:
+        backups = []
+    if not backups:
+        return "no automatic backup beside it: restore it from your own backups"
+    names = ", ".join(b.name for b in backups[:3]) + (f" and {len(backups) - 3} more" if len(backups) > 3 else "")
+    return f"backups beside it: {names} (copy one over {path.name} to restore it)"
+
+
+_verified: set[tuple] = set()
+_verified_lock = threading.Lock()
+
+
+def verify_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged file with a message naming the backups; each file state is checked once a process."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _verified_lock:
+        if key in _verified:
+            return
+    pragma = "integrity_check" if st.st_size <= FULL_CHECK_MAX_BYTES else "quick_check"
+    problems = [r[0] for r in conn.execute(f"PRAGMA {pragma}(3)")]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].split())[:160]
+        raise ProjectError(f"{path} is damaged ({pragma}: {first}); {backup_hint(path)}")
+    with _verified_lock:
+        _verified.add(key)
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -161,14 +219,76 @@ def _check(conn: sqlite3.Connection, path: Path) -> None:
 
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A short BEGIN IMMEDIATE transaction: all of it commits, or none of it."""
+    """A short BEGIN IMMEDIATE transaction: all of it commits, or none of it.
+
+    A full disk, a read-only file, an I/O error or a lock held too long elsewhere becomes a ProjectError
+    with one line to act on; whatever was committed before stays intact. Other errors pass through.
+    """
     if conn.in_transaction:  # nested use joins the outer transaction
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as exc:
+        raise storage_error(exc, _db_path(conn)) or exc from None
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            err = storage_error(exc, _db_path(conn))
+            if err is not None:
+                raise err from None
         raise
-    conn.execute("COMMIT")
+
+
+def _db_path(conn: sqlite3.Connection) -> Path | None:
+    try:
+        return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    except (sqlite3.Error, TypeError, IndexError):
+        return None
+
+
+# SQLite primary result codes (the low byte of extended codes) and the words Python < 3.11 reports them by.
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN = 5, 6, 8, 10, 11, 13, 14
+_WORDS = {
+    "database or disk is full": _FULL,
+    "readonly database": _READONLY,
+    "disk i/o error": _IOERR,
+    "database is locked": _BUSY,
+    "database table is locked": _LOCKED,
+    "malformed": _CORRUPT,
+    "unable to open": _CANTOPEN,
+}
+
+
+def storage_error(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool = False) -> ProjectError | None:
+    """The ProjectError a curator should see for a storage failure, or None for other errors."""
+    what = "cannot open the project" if opening else "not saved"
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    code = code & 0xFF if code is not None else next(
+        (c for words, c in _WORDS.items() if words in str(exc).lower()), None)
+    where = str(path) if path is not None else "the project file"
+    if code == _FULL:
+        return ProjectError(f"{what}: the disk holding {where} is full; everything saved before is intact"
+                            " (free some space and try again)")
+    if code == _READONLY:
+        return ProjectError(f"{what}: {where} is read-only; everything saved before is intact"
+                            " (check the permissions of the file and its folder)")
+    if code == _IOERR:
+        return ProjectError(f"{what}: the disk holding {where} reported an I/O error ({exc});"
+                            " everything saved before is intact, but check the disk")
+    if code == _CANTOPEN:
+        return ProjectError(f"{what}: {where} or the journal beside it cannot be opened ({exc}); check the"
+                            " disk and the folder's permissions")
+    if code in (_BUSY, _LOCKED):
+        return ProjectError(f"{what}: {where} stayed busy in another program for over 30 s; try again")
+    if code == _CORRUPT:
+        hint = backup_hint(path) if path is not None else "restore it from a backup"
+        return ProjectError(f"{where} is damaged ({exc}); {hint}")
+    return None

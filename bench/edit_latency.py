@@ -1,0 +1,148 @@
+"""Latency of a curator's label edits (p50/p99/max), alone and while training reads and writes the project.
+
+One thread makes `--edits` one-image label edits through its own Project, each committed at once, as the
+app does on a hotkey. Loads: 'thread' trains again and again in another thread of the same process (the
+app's training worker, its own connection); 'process' runs `artannot train` again and again from a
+terminal. Training reads labels and the feature cache and writes a model with its predictions. Features
+are computed once up front, so the load is the SVM search plus the project writes, repeated. Edits are
+paced (`--pause-ms` between them, far faster than hotkeys) so that they span whole training runs.
+Usage: python bench/edit_latency.py [--images 300] [--edits 10000] [--pause-ms 1] [--load none,thread,process]
+Prints JSON; "errors" counts any exception an edit raised (a 'database is locked' would be one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from artannot.project import Project
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_collection(root: Path, n: int) -> None:
+    """n small shape images in three class folders (importable by --labels-from folder)."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(0)
+    shapes = ("circle", "square", "triangle")
+    for k in range(n):
+        kind = shapes[k % 3]
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        img = Image.new("RGB", (64, 64), "white")
+        d = ImageDraw.Draw(img)
+        r, cx, cy = rng.randint(10, 20), rng.randint(20, 44), rng.randint(20, 44)
+        box = [cx - r, cy - r, cx + r, cy + r]
+        colour = tuple(rng.randint(0, 200) for _ in range(3))
+        if kind == "circle":
+            d.ellipse(box, fill=colour)
+        elif kind == "square":
+            d.rectangle(box, fill=colour)
+        else:
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+        img.save(root / kind / f"{kind}_{k:05d}.png")
+
+
+def edit_many(path: Path, n: int, pause: float) -> tuple[list[float], list[str]]:
+    """n one-image edits, each a real change; returns latencies (s) and error messages."""
+    latencies, errors = [], []
+    with Project(path) as p:
+        ids = [r.id for r in p.images()][:90]
+        classes = [c.id for c in p.classes()]
+        for j in range(n):
+            t0 = time.perf_counter()
+            try:
+                p.set_label([ids[j % len(ids)]], classes[(j // len(ids)) % len(classes)])
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(pause)
+    return latencies, errors
+
+
+def summary(latencies: list[float], errors: list[str], seconds: float, **extra) -> dict:
+    ms = np.array(latencies) * 1000.0
+    return {"edits": len(latencies), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 1),
+            "wall_s": round(seconds, 1), "errors": len(errors),
+            "first_errors": errors[:3], **extra}
+
+
+def under_load(path: Path, n: int, pause: float, load: str, device: str) -> dict:
+    """Edits while training runs over and over, in a thread or in another process."""
+    stop = threading.Event()
+    runs, failures = [], []
+
+    def train_forever() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                if load == "thread":
+                    with Project(path) as p:
+                        p.train(method="svm", device=device)
+                else:
+                    cmd = ["train", str(path), "--method", "svm", "--device", device]
+                    proc = subprocess.run([sys.executable, "-m", "artannot", *cmd], cwd=REPO, capture_output=True,
+                                          text=True)
+                    if proc.returncode != 0:
+                        failures.append(proc.stderr.strip()[-300:])
+                        return
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                return
+            runs.append(time.perf_counter() - t0)
+
+    trainer = threading.Thread(target=train_forever, daemon=True)
+    trainer.start()
+    t0 = time.perf_counter()
+    latencies, errors = edit_many(path, n, pause)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    trainer.join()
+    return summary(latencies, errors, seconds, trainings_done=len(runs),
+                   training_s=round(float(np.mean(runs)), 1) if runs else None, training_errors=failures[:3])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--edits", type=int, default=10_000)
+    ap.add_argument("--pause-ms", type=float, default=1.0)
+    ap.add_argument("--load", default="none,thread,process", help="comma-separated: none, thread, process")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    out: dict = {"images": args.images, "edits": args.edits, "pause_ms": args.pause_ms, "device": args.device}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_collection(root / "images", args.images)
+        path = root / "bench.artannot"
+        with Project.create(path) as p:
+            p.import_folder(root / "images", labels_from="folder", split="auto")
+            t0 = time.perf_counter()
+            p.train(method="svm", device=args.device)  # computes and caches every image's features once
+            out["first_training_s"] = round(time.perf_counter() - t0, 1)
+        for load in args.load.split(","):
+            if load == "none":
+                t0 = time.perf_counter()
+                latencies, errors = edit_many(path, args.edits, args.pause_ms / 1000)
+                out[key := "alone"] = summary(latencies, errors, time.perf_counter() - t0)
+            else:
+                out[key := f"with_training_{load}"] = under_load(path, args.edits, args.pause_ms / 1000, load,
+                                                                 args.device)
+            print(json.dumps({key: out[key]}), file=sys.stderr)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
