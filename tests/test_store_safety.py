@@ -75,7 +75,8 @@ def _add_rating(conn: sqlite3.Connection) -> None:
 def test_upgrade_backs_up_first_then_migrates_in_one_transaction(tmp_path, monkeypatch):
     path, ids = _project(tmp_path)
     before = _snapshot(path)
-    monkeypatch.setattr(db, "SCHEMA_VERSION", db.SCHEMA_VERSION + 1)
+    v = db.SCHEMA_VERSION
+    monkeypatch.setattr(db, "SCHEMA_VERSION", v + 1)
     monkeypatch.setitem(migrations.MIGRATIONS, db.SCHEMA_VERSION, _add_rating)
     with Project(path) as p:
         assert p.conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
@@ -84,7 +85,7 @@ def test_upgrade_backs_up_first_then_migrates_in_one_transaction(tmp_path, monke
         assert p.undo() is not None  # the undo history came through the upgrade
     after = _snapshot(path)
     assert after["version"] == before["version"] + 1
-    backups = sorted(tmp_path.glob("p.artannot.backup-v1-*"))
+    backups = sorted(tmp_path.glob(f"p.artannot.backup-v{v}-*"))
     assert len(backups) == 1 and not list(tmp_path.glob("*.tmp"))
     assert _snapshot(backups[0]) == before  # a self-contained copy of the file as it was
     with Project(path):
@@ -106,7 +107,7 @@ def test_failed_upgrade_changes_nothing_and_says_where_the_copy_is(tmp_path, mon
     monkeypatch.setitem(migrations.MIGRATIONS, v + 2, broken)
     with pytest.raises(ProjectError) as exc:
         Project(path)
-    _one_line(exc, f"from schema {v} to {v + 2} failed", "no such column: imaginary", "unchanged", ".backup-v1-")
+    _one_line(exc, f"from schema {v} to {v + 2} failed", "no such column: imaginary", "unchanged", f".backup-v{v}-")
     monkeypatch.undo()
     assert _snapshot(path) == before  # neither step left a trace
     with Project(path) as p:
@@ -116,7 +117,8 @@ def test_failed_upgrade_changes_nothing_and_says_where_the_copy_is(tmp_path, mon
 def test_upgrade_without_a_step_or_a_backup_is_refused(tmp_path, monkeypatch):
     path, _ = _project(tmp_path)
     before = _snapshot(path)
-    monkeypatch.setattr(db, "SCHEMA_VERSION", db.SCHEMA_VERSION + 1)
+    v = db.SCHEMA_VERSION
+    monkeypatch.setattr(db, "SCHEMA_VERSION", v + 1)
     with pytest.raises(ProjectError) as exc:
         Project(path)
     _one_line(exc, "cannot upgrade")

@@ -39,6 +39,7 @@ def run_gui(project_path: str | None = None) -> int:
         print("artannot gui: no display found (DISPLAY/WAYLAND_DISPLAY unset); run it in a desktop session, "
               "or use the command-line tools (artannot --help)", file=sys.stderr)
         return 2
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from artannot.gui.main_window import MainWindow
@@ -49,9 +50,11 @@ def run_gui(project_path: str | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ArtAnnot")
     app.setOrganizationName("ArtAnnot")
-    window = MainWindow()
+    window = MainWindow(settings=QSettings())  # the last project, filter, selection and layout come back
     window.show()
-    if project_path:
+    if not project_path:
+        window.restore_session()
+    else:
         path = Path(project_path).expanduser()
         if not path.exists():
             window.show_error(f"No project at {path}: create one with File ▸ New project… "

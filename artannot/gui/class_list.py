@@ -1,15 +1,16 @@
-"""The list of classes: colour, hotkey, name and how many images carry each."""
+"""The list of classes: colour, key, name and how many images carry each; right-click to edit a class."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QLabel,
+    QMenu,
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from artannot.gui.actions import key_name
 from artannot.store.repo import ClassInfo
 
 UNLABELLED = -1  # item data of the "Unlabelled" row
@@ -33,8 +35,9 @@ class ClassList(QWidget):
     """Classes with hotkeys and counts; double-click (or Enter) gives the selected images that class."""
 
     class_activated = Signal(object)  # class id, or None for "clear label"
-    hotkey_pressed = Signal(str)  # digit keys typed while the list has focus label images too
+    hotkey_pressed = Signal(str)  # class keys typed while the list has focus label images too
     add_class_requested = Signal()
+    edit_requested = Signal(str, int)  # "rename" | "merge" | "delete" | "key", class id
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -45,7 +48,10 @@ class ClassList(QWidget):
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tree.setToolTip("Press a class's key, or double-click it, to label the selected images")
+        self.tree.setToolTip("Press a class's key, or double-click it, to label the selected images (or box);"
+                             " right-click to rename, merge, delete or give it a key")
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._menu)
         header = self.tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
@@ -54,10 +60,13 @@ class ClassList(QWidget):
         self.tree.itemActivated.connect(self._on_activated)
         self.tree.hotkey_pressed.connect(self.hotkey_pressed)
         self.legend = QLabel(
-            "<b>Keys</b>: 1–9 label the selected images, 0 or Delete clears, Ctrl+Z undoes.<br>"
+            "<b>Keys</b>: a class's key labels the selected images, 0 or Delete clears, Space accepts the"
+            " model's guess, Ctrl+Z undoes, <b>?</b> lists every key.<br>"
             "<b>Marks</b>: <span style='background:#2e7d32;color:white'>&nbsp;H&nbsp;</span> set by you, "
             "<span style='background:#546e7a;color:white'>&nbsp;R&nbsp;</span> from a naming rule; "
-            "a <span style='color:#d32f2f'><b>red frame</b></span> means the model disagrees with the label.")
+            "a <span style='color:#d32f2f'><b>red frame</b></span> means the model disagrees with the label,"
+            " an <span style='background:#ef6c00;color:white'>&nbsp;suspect&nbsp;</span> tag that the label is"
+            " probably wrong.")
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setStyleSheet("color: #455a64; padding: 4px;")
@@ -116,20 +125,48 @@ class ClassList(QWidget):
         """The number shown for a class (None: the unlabelled row)."""
         return self._counts.get(UNLABELLED if class_id is None else class_id, 0)
 
+    def current_class(self) -> int | None:
+        """The class highlighted in the list (new boxes take it), None for none or 'Unlabelled'."""
+        item = self.tree.currentItem()
+        class_id = item.data(1, Qt.ItemDataRole.UserRole) if item is not None else None
+        return None if class_id in (None, UNLABELLED) else int(class_id)
+
+    def set_current_class(self, class_id: int | None) -> None:
+        """Highlight a class."""
+        for k in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(k)
+            if item.data(1, Qt.ItemDataRole.UserRole) == class_id:
+                self.tree.setCurrentItem(item)
+
     def _on_activated(self, item: QTreeWidgetItem, _column: int) -> None:
         class_id = item.data(1, Qt.ItemDataRole.UserRole)
         self.class_activated.emit(None if class_id == UNLABELLED else class_id)
 
+    def _menu(self, pos: QPoint) -> None:
+        item = self.tree.itemAt(pos)
+        class_id = item.data(1, Qt.ItemDataRole.UserRole) if item is not None else None
+        menu = QMenu(self)
+        if class_id not in (None, UNLABELLED):
+            name = item.text(1)
+            for what, text in (("rename", f"Rename '{name}'…"), ("key", f"Set the key of '{name}'…"),
+                               ("merge", f"Merge '{name}' into…"), ("delete", f"Delete '{name}'…")):
+                menu.addAction(text, lambda w=what, c=class_id: self.edit_requested.emit(w, c))
+            menu.addSeparator()
+        menu.addAction("Add class…", self.add_class_requested.emit)
+        menu.popup(self.tree.viewport().mapToGlobal(pos))
+
 
 class _ClassTree(QTreeWidget):
-    """The tree inside ClassList; digits label the grid's selection rather than searching names."""
+    """The tree inside ClassList; class keys label the grid's selection rather than searching names."""
 
     hotkey_pressed = Signal(str)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        key = event.key()
-        plain = not event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
-        if plain and Qt.Key.Key_0 <= key <= Qt.Key.Key_9:
-            self.hotkey_pressed.emit(str(key - Qt.Key.Key_0))
+        name = key_name(event)
+        if name is not None:
+            self.hotkey_pressed.emit(name)
         else:
             super().keyPressEvent(event)
+
+    def keyboardSearch(self, search: str) -> None:
+        """Letters may be class keys: they label, never jump to a class name."""

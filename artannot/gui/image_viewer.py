@@ -1,14 +1,23 @@
-"""The selected image at a readable size, its label, and what the model thinks it is."""
+"""The selected image at a readable size with its boxes, its label, and what the model thinks it is.
+
+`ImageCache` decodes images off the GUI thread and keeps the last few, so the viewer and the review
+queue show the next image at once: they ask for it (and the ones after it) before the curator gets there.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRect, QRunnable, QSize, Qt, QThreadPool, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPixmap, QResizeEvent
+from PySide6.QtCore import QObject, QRect, QRectF, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from artannot.errors import ArtAnnotError
+from artannot.gui.box_editor import BoxEditor, BoxView
+from artannot.store import boxes as box_store
+from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow
 
 MAX_VIEW_PX = 1600  # decoded images are shrunk to this on the worker; the view never needs more
@@ -24,16 +33,16 @@ def pil_to_qimage(image) -> QImage:
     return QImage(data, image.width, image.height, 3 * image.width, QImage.Format.Format_RGB888).copy()
 
 
-class _ViewerSignals(QObject):
-    loaded = Signal(int, object, str)  # request token, QImage or None, error
+class _CacheSignals(QObject):
+    loaded = Signal(int, str, object, str)  # generation, path, QImage or None, error
 
 
-class _LoadTask(QRunnable):
+class _DecodeTask(QRunnable):
     """Decodes one image off the GUI thread."""
 
-    def __init__(self, token: int, path: str, signals: _ViewerSignals):
+    def __init__(self, generation: int, path: str, signals: _CacheSignals):
         super().__init__()
-        self.token, self.path, self.signals = token, path, signals
+        self.generation, self.path, self.signals = generation, path, signals
 
     def run(self) -> None:
         from artannot.data.images import load_image
@@ -44,50 +53,80 @@ class _LoadTask(QRunnable):
                 image.thumbnail((MAX_VIEW_PX, MAX_VIEW_PX))
             qimage = pil_to_qimage(image)
         except Exception as exc:  # shown in the viewer, never a dead worker
-            self.signals.loaded.emit(self.token, None, str(exc) or type(exc).__name__)
+            self.signals.loaded.emit(self.generation, self.path, None, str(exc) or type(exc).__name__)
         else:
-            self.signals.loaded.emit(self.token, qimage, "")
+            self.signals.loaded.emit(self.generation, self.path, qimage, "")
 
 
-class _FitImage(QLabel):
-    """A label that shows a pixmap scaled to fit, keeping its aspect ratio."""
+class ImageCache(QObject):
+    """The last few decoded images by path; asks the pool for the one needed now before any prefetch."""
 
-    def __init__(self):
-        super().__init__()
-        self._pixmap: QPixmap | None = None
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(200, 200)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setStyleSheet("background: white; border: 1px solid #cfd8dc; color: #78909c;")
+    ready = Signal(str)  # a path finished decoding (or failed)
 
-    def sizeHint(self) -> QSize:
-        return QSize(360, 360)
+    MAX_IMAGES = 10  # up to 1600 px each: ~75 MB at worst
 
-    def minimumSizeHint(self) -> QSize:
-        return QSize(200, 200)
+    def __init__(self, parent: QObject | None = None, threads: int = 2):
+        super().__init__(parent)
+        self._images: OrderedDict[str, QImage] = OrderedDict()
+        self._errors: dict[str, str] = {}
+        self._pending: set[str] = set()
+        self._generation = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(threads)
+        self._signals = _CacheSignals(self)
+        self._signals.loaded.connect(self._on_loaded)
 
-    def set_image(self, pixmap: QPixmap | None, text: str = "") -> None:
-        self._pixmap = pixmap
-        if pixmap is None:
-            self.setPixmap(QPixmap())
-            self.setText(text)
-        else:
-            self.setText("")
-            self._rescale()
+    def get(self, path: str) -> QImage | None:
+        """The decoded image if it is ready."""
+        image = self._images.get(path)
+        if image is not None:
+            self._images.move_to_end(path)
+        return image
 
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._rescale()
+    def error(self, path: str) -> str | None:
+        """Why an image could not be decoded, if it could not."""
+        return self._errors.get(path)
 
-    def _rescale(self) -> None:
-        if self._pixmap is None:
+    def request(self, path: str, *, urgent: bool = True) -> None:
+        """Decode this image unless it is ready or on its way; urgent ones jump the queue."""
+        if path in self._images or path in self._errors or path in self._pending:
             return
-        area = self.contentsRect().size() - QSize(8, 8)
-        pm = self._pixmap
-        if pm.width() > area.width() or pm.height() > area.height():
-            pm = pm.scaled(area, Qt.AspectRatioMode.KeepAspectRatio,
-                           Qt.TransformationMode.SmoothTransformation)
-        self.setPixmap(pm)
+        self._pending.add(path)
+        self._pool.start(_DecodeTask(self._generation, path, self._signals), 1 if urgent else 0)
+
+    def prefetch(self, paths: Sequence[str]) -> None:
+        """Decode these next (the images the curator will probably look at next)."""
+        for path in paths:
+            self.request(path, urgent=False)
+
+    def stats(self) -> dict[str, int]:
+        """Decoded, failed and pending counts (tests, diagnostics)."""
+        return {"ready": len(self._images), "error": len(self._errors), "pending": len(self._pending)}
+
+    def clear(self) -> None:
+        """Forget everything (another project)."""
+        self._generation += 1
+        self._pool.clear()
+        self._images.clear()
+        self._errors.clear()
+        self._pending.clear()
+
+    def _on_loaded(self, generation: int, path: str, image: QImage | None, error: str) -> None:
+        if generation != self._generation:
+            return
+        self._pending.discard(path)
+        if image is None:
+            self._errors[path] = error
+        else:
+            self._images[path] = image
+            while len(self._images) > self.MAX_IMAGES:
+                self._images.popitem(last=False)
+        self.ready.emit(path)
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        """Wait for running decodes before the window goes away."""
+        self._pool.clear()
+        self._pool.waitForDone(timeout_ms)
 
 
 class PredictionBars(QWidget):
@@ -132,27 +171,28 @@ class PredictionBars(QWidget):
 
 
 class ImageViewer(QWidget):
-    """The current image with its file name, label and the latest model's top-5 guesses."""
+    """The current image and its boxes, its file name, label and the latest model's top-5 guesses."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, cache: ImageCache | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self._token = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._signals = _ViewerSignals(self)
-        self._signals.loaded.connect(self._on_loaded)
+        self.cache = cache or ImageCache(self)
+        self.cache.ready.connect(self._on_ready)
         self._predictions: list[tuple[str, float]] = []
+        self._boxes: list[BoxView] = []
+        self._select_box: int | None = None
+        self._shown_path: str | None = None
         self.row: ImageRow | None = None
 
         self.title = QLabel("No image selected")
         self.title.setWordWrap(True)
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.title.setStyleSheet("font-weight: bold; font-size: 11pt;")
-        self.image = _FitImage()
+        self.editor = BoxEditor()
         self.details = QLabel("")
         self.details.setStyleSheet("color: #546e7a;")
         self.label = QLabel("")
         self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setWordWrap(True)
         self.pred_title = QLabel("Model")
         self.pred_title.setStyleSheet("font-weight: bold; margin-top: 6px;")
         self.bars = PredictionBars()
@@ -162,7 +202,7 @@ class ImageViewer(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.title)
-        layout.addWidget(self.image, 1)
+        layout.addWidget(self.editor, 1)
         layout.addWidget(self.details)
         layout.addWidget(self.label)
         layout.addWidget(line)
@@ -172,64 +212,148 @@ class ImageViewer(QWidget):
 
     def show_image(self, row: ImageRow | None, label: ClassInfo | None = None,
                    predictions: Sequence[tuple[str, float]] = (), colors: dict[str, str] | None = None,
-                   model_id: int | None = None) -> None:
-        """Show an image row, its label class and the model's ranked (class name, score) guesses."""
-        reload = row is None or self.row is None or row.id != self.row.id
+                   model_id: int | None = None, suggested: str | None = None) -> None:
+        """Show an image row, its label class and the model's ranked (class name, score) guesses.
+
+        suggested: for a suspect, the class the model picked when it was trained without this image."""
         self.row = row
         self._predictions = list(predictions)[:5]
         if row is None:
-            self._token += 1
+            self._shown_path = None
             self.title.setText("No image selected")
-            self.image.set_image(None, "Select an image in the grid")
+            self.editor.set_image(None, message="Select an image in the grid")
             self.details.setText("")
             self.label.setText("")
         else:
             self.title.setText(Path(row.path).name)
             self.title.setToolTip(row.path)
             self.details.setText(f"{row.width} × {row.height} px · {row.split or 'no'} split")
-            self.label.setText(self._label_html(row, label))
-            if reload:
-                self._request(row.path)
+            self.label.setText(label_html(row, label, suggested))
+            if row.path != self._shown_path:
+                self._boxes, self._select_box = [], None
+                self._show_decoded(row)
         colors = colors or {}
         self.bars.set_predictions([(n, s, colors.get(n, "#90a4ae")) for n, s in self._predictions])
-        if row is None:
-            self.pred_title.setText("Model")
-        elif model_id is None:
-            self.pred_title.setText("Model: none trained yet (Model ▸ Train)")
-        elif not self._predictions:
-            self.pred_title.setText(f"Model {model_id}: no prediction for this image")
-        else:
-            self.pred_title.setText(f"Model {model_id}: top {len(self._predictions)}")
+        self.pred_title.setText(prediction_title(row, model_id, len(self._predictions)))
 
-    @staticmethod
-    def _label_html(row: ImageRow, label: ClassInfo | None) -> str:
-        if label is None:
-            return "Label: <i style='color:#78909c'>unlabelled</i>"
-        how = SOURCE_WORDS.get(row.label_source or "", row.label_source or "")
-        text = (f"Label: <span style='color:{label.color}'>■</span> <b>{label.name}</b>"
-                f" <span style='color:#78909c'>({how})</span>")
-        if row.disagrees:
-            text += "<br><span style='color:#d32f2f'><b>The model disagrees</b> — check this label</span>"
-        return text
+    def _show_decoded(self, row: ImageRow) -> None:
+        image = self.cache.get(row.path)
+        error = self.cache.error(row.path)
+        if image is not None:
+            self._shown_path = row.path
+            self.editor.set_image(QPixmap.fromImage(image), row.width, row.height)
+            self.editor.set_boxes(self._boxes, self._select_box)
+        elif error is not None:
+            self._shown_path = row.path
+            self.editor.set_image(None, message=f"Cannot show this image:\n{error}")
+        else:
+            self._shown_path = None
+            self.editor.set_image(None, message="loading…")
+            self.cache.request(row.path)
+
+    def _on_ready(self, path: str) -> None:
+        if self.row is not None and self.row.path == path and self._shown_path != path:
+            self._show_decoded(self.row)
+
+    def set_boxes(self, boxes: Sequence[BoxView], select: int | None = None) -> None:
+        """The current image's boxes (kept until the image itself arrives, if it is still decoding)."""
+        self._boxes, self._select_box = list(boxes), select
+        if self.editor.has_image():
+            self.editor.set_boxes(self._boxes, select)
+
+    def image_ready(self) -> bool:
+        """Whether the current image is decoded and shown."""
+        return self.row is not None and self._shown_path == self.row.path and self.editor.has_image()
 
     def predictions(self) -> list[tuple[str, float]]:
         """The ranked guesses shown, for tests and tooltips."""
         return list(self._predictions)
 
-    def _request(self, path: str) -> None:
-        self._token += 1
-        self.image.set_image(None, "loading…")
-        self._pool.start(_LoadTask(self._token, path, self._signals))
-
-    def _on_loaded(self, token: int, image: QImage | None, error: str) -> None:
-        if token != self._token:
-            return  # the user has moved on to another image
-        if image is None:
-            self.image.set_image(None, f"Cannot show this image:\n{error}")
-        else:
-            self.image.set_image(QPixmap.fromImage(image))
-
     def shutdown(self, timeout_ms: int = 5000) -> None:
         """Wait for a pending decode before the window goes away."""
-        self._pool.clear()
-        self._pool.waitForDone(timeout_ms)
+        self.cache.shutdown(timeout_ms)
+
+
+def label_html(row: ImageRow, label: ClassInfo | None, suggested: str | None = None) -> str:
+    """'Label: ■ fish (set by you)', with a warning line when the model disagrees or flags it."""
+    if label is None:
+        text = "Label: <i style='color:#78909c'>unlabelled</i>"
+    else:
+        how = SOURCE_WORDS.get(row.label_source or "", row.label_source or "")
+        text = (f"Label: <span style='color:{label.color}'>■</span> <b>{label.name}</b>"
+                f" <span style='color:#78909c'>({how})</span>")
+    if getattr(row, "flagged", False):
+        maybe = f"; more likely <b>{suggested}</b>" if suggested else ""
+        text += (f"<br><span style='color:#ef6c00'><b>Suspect</b> (score {row.suspect:.2f}, rank"  # type: ignore
+                 f" {row.suspect_rank}): this label is probably wrong{maybe}</span>")  # type: ignore[attr-defined]
+    elif row.disagrees:
+        text += "<br><span style='color:#d32f2f'><b>The model disagrees</b> — check this label</span>"
+    return text
+
+
+def prediction_title(row: ImageRow | None, model_id: int | None, n: int) -> str:
+    """The heading above the model's guesses."""
+    if row is None:
+        return "Model"
+    if model_id is None:
+        return "Model: none trained yet (Model ▸ Train)"
+    return f"Model {model_id}: top {n}" if n else f"Model {model_id}: no prediction for this image"
+
+
+class BoxEditsMixin:
+    """The main window's side of box editing: commit what a BoxEditor reports, then show the boxes again."""
+
+    def _editor_image(self, editor: BoxEditor) -> int | None:
+        if editor is self.review.editor:
+            return self.review.current_id()
+        row = self.viewer.row
+        return row.id if row is not None else None
+
+    def _show_boxes(self, editor: BoxEditor, image_id: int | None, select: int | None = None) -> None:
+        if self.project is None or image_id is None:
+            return
+        info = {c.id: c for c in self._classes}
+        views = [BoxView(b.id, QRectF(b.x, b.y, b.w, b.h), info[b.class_id].name if b.class_id in info else None,
+                         info[b.class_id].color if b.class_id in info else "#546e7a")
+                 for b in box_store.boxes_for(self.project.conn, image_id)]
+        (self.review if editor is self.review.editor else self.viewer).set_boxes(views, select)
+
+    def _box_edit(self, editor: BoxEditor, fn, *args, **kwargs) -> None:
+        """Commit a box edit, then show the image's boxes again with the edited box selected."""
+        image_id = self._editor_image(editor)
+        if self.project is None or image_id is None:
+            return
+        try:
+            event_id = fn(self.project.conn, *args, **kwargs)
+        except ArtAnnotError as exc:
+            self.show_error(str(exc))
+            event_id = None
+        new = queries.box_ids_of_event(self.project.conn, event_id) if event_id else []
+        self._show_boxes(editor, image_id, new[-1] if new else None)
+        self.thumbnails.refresh([image_id])
+        self.update_actions()
+
+    def _on_box_drawn(self, editor: BoxEditor, rect: QRectF) -> None:
+        image_id = self._editor_image(editor)
+        row = self.thumbnails.row_by_id(image_id) if image_id is not None else None
+        class_id = self.class_list.current_class() or (row.class_id if row else None)
+        self._box_edit(editor, box_store.add_boxes, [(image_id, class_id, rect.x(), rect.y(), rect.width(),
+                                                      rect.height())])
+
+    def _on_box_changed(self, editor: BoxEditor, box_id: int, rect: QRectF) -> None:
+        self._box_edit(editor, box_store.update_box, box_id, x=rect.x(), y=rect.y(), w=rect.width(), h=rect.height())
+
+    def _on_boxes_deleted(self, editor: BoxEditor, ids: list[int]) -> None:
+        self._box_edit(editor, box_store.delete_boxes, ids)
+
+    def _set_box_class(self, editor: BoxEditor, box_id: int, class_id: int | None) -> None:
+        self._box_edit(editor, box_store.update_box, box_id, class_id=class_id)
+
+    def _on_viewer_key(self, key: str) -> None:
+        editor = self.viewer.editor
+        if editor.selected_box() is None:
+            self._on_hotkey(key)
+        elif key in ("0", "clear"):
+            self._set_box_class(editor, editor.selected_box(), None)
+        elif (info := self._class_for_key(key)) is not None:
+            self._set_box_class(editor, editor.selected_box(), info.id)

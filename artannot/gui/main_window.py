@@ -1,94 +1,101 @@
-"""The main window: classes on the left, the grid in the middle, the image on the right, jobs below."""
+"""The main window: classes on the left, filter bar and grid (or the review queue) in the middle, the image
+with its boxes on the right, jobs below. Every edit is committed at once; the session is restored on start.
+
+Menus, actions and file dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
+window's side of class edits, review mode and box edits in class_dialogs.py, review_panel.py and
+image_viewer.py (mixins, so each sits beside the widget it serves).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QDockWidget,
-    QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QStackedWidget,
     QToolBar,
     QWidget,
 )
 
 from artannot.errors import ArtAnnotError
+from artannot.gui.actions import FileDialogsMixin, build_menus, shortcut_rows
+from artannot.gui.class_dialogs import ClassEditsMixin
 from artannot.gui.class_list import ClassList
 from artannot.gui.evaluate_dialog import EvaluateDialog
-from artannot.gui.image_viewer import ImageViewer
-from artannot.gui.thumbnail_grid import ThumbnailGrid, ThumbnailModel
+from artannot.gui.filter_bar import FilterBar
+from artannot.gui.image_viewer import BoxEditsMixin, ImageCache, ImageViewer
+from artannot.gui.insights import install_insight_views
+from artannot.gui.job_runner import JobRunner
+from artannot.gui.review_panel import ReviewModeMixin, ReviewPanel
+from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
+from artannot.gui.shortcuts_overlay import ShortcutsOverlay
+from artannot.gui.thumbnail_grid import DatabaseSource, ThumbnailGrid, ThumbnailModel
 from artannot.gui.train_panel import TrainPanel, describe_metrics
 from artannot.project import SUFFIX, Project
+from artannot.store import classes as class_store
 from artannot.store import labels as label_store
+from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow, get_model, top_predictions
-from artannot.worker.jobs import Job, JobQueue
 
-EXPORTS = (("ImageFolder…", "imagefolder"), ("CSV…", "csv"), ("Predictions CSV…", "predictions"))
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
 
 
-# Jobs run in a worker thread with a Project of their own (a SQLite connection serves one thread).
-def _train(path: Path, progress, cancel):
-    with Project(path) as p:
-        return p.train(progress=progress, cancel=cancel)
+class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMixin, SessionMixin,
+                 QMainWindow):
+    """One open project: browse, filter, relabel from the keyboard, review, draw boxes, train, export."""
 
-
-def _import(path: Path, src: str, progress, cancel):
-    with Project(path) as p:
-        return p.import_folder(src, labels_from="folder", split="auto", progress=progress, cancel=cancel)
-
-
-def _export(path: Path, out: str, fmt: str, progress, _cancel):
-    with Project(path) as p:
-        return p.export(out, fmt, progress=progress)
-
-
-class MainWindow(QMainWindow):
-    """One open project: browse, relabel from the keyboard, train, evaluate, export."""
-
-    training_finished = Signal(object)  # TrainResult, once the grid and viewer show the new model
-    training_cancelled = Signal()
-    import_finished = Signal(object)  # ImportReport
-    export_finished = Signal(int)  # rows written
-    job_failed = Signal(str)
-
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
         super().__init__(parent)
         self.project: Project | None = None
-        self.jobs = JobQueue(self)
-        self.current_job: Job | None = None
+        self.settings = settings  # None: no session is saved or restored (tests, embedding)
         self.confirm_close: Callable[[], bool] = self._ask_close  # tests replace it
         self.last_error: str | None = None
         self.evaluate_dialog: EvaluateDialog | None = None
         self._classes: list[ClassInfo] = []
         self._model_id: int | None = None
+        self._summary: dict[str, int] = {}
+        self.image_cache = ImageCache(self)
         self.thumbnails = ThumbnailModel(self)
         self.grid = ThumbnailGrid(self.thumbnails)
+        self.filter_bar = FilterBar()
+        self.filter_box = self.filter_bar.show_box  # the "Show" choice (All, Unlabelled, Class: ...)
         self.class_list = ClassList()
-        self.viewer = ImageViewer()
+        self.viewer = ImageViewer(self.image_cache)
+        self.review = ReviewPanel(self.image_cache, self.thumbnails.row_by_id)
         self.train_panel = TrainPanel()
-        self.filter_box = QComboBox()
-        self.filter_box.setMinimumWidth(260)
         self.counts = QLabel("")
+        self.runner = JobRunner(self)
+        self.jobs = self.runner.queue
+        for name in ("training_finished", "training_cancelled", "import_finished", "export_finished", "job_failed"):
+            setattr(self, name, getattr(self.runner, name))
+        self.overlay = ShortcutsOverlay(self)
+        self._summary_timer = QTimer(self, singleShot=True, interval=600)  # totals refresh after a burst of edits
+        self._summary_timer.timeout.connect(self._refresh_summary)
+        self._save_timer = QTimer(self, singleShot=True, interval=500)
+        self._save_timer.timeout.connect(self.save_session)
         self._build_layout()
-        self._build_menus()
+        build_menus(self)
+        # Other views (e.g. gui/insights.py) install their docks and View menu entries after this line.
+        install_insight_views(self)  # saliency, collection map, similar images, model analysis
         self._connect()
         self.set_project(None)
         self.resize(1400, 900)
 
     # ---- construction -----------------------------------------------------------------------------
     def _build_layout(self) -> None:
-        self.setCentralWidget(self.grid)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.grid)
+        self.stack.addWidget(self.review)
+        self.setCentralWidget(self.stack)
         for title, widget, area, name in (("Classes", self.class_list, LEFT, "classes"),
                                           ("Image", self.viewer, RIGHT, "image")):
             dock = QDockWidget(title, self)
@@ -98,12 +105,11 @@ class MainWindow(QMainWindow):
                              | QDockWidget.DockWidgetFeature.DockWidgetClosable)
             self.addDockWidget(area, dock)
             setattr(self, f"{name}_dock", dock)
-        self.resizeDocks([self.classes_dock, self.image_dock], [240, 380], Qt.Orientation.Horizontal)
-        top = QToolBar("View")
-        top.setObjectName("view")
+        self.resizeDocks([self.classes_dock, self.image_dock], [240, 400], Qt.Orientation.Horizontal)
+        top = QToolBar("Filter")  # spans the window: the filter bar needs the room
+        top.setObjectName("filter")
         top.setMovable(False)
-        top.addWidget(QLabel(" Show: "))
-        top.addWidget(self.filter_box)
+        top.addWidget(self.filter_bar)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
         bottom = QToolBar("Model")
         bottom.setObjectName("model")
@@ -112,55 +118,28 @@ class MainWindow(QMainWindow):
         self.addToolBar(Qt.ToolBarArea.BottomToolBarArea, bottom)
         self.statusBar().addPermanentWidget(self.counts)
 
-    def _action(self, menu, text: str, slot, keys=(), tip: str = "") -> QAction:
-        action = QAction(text, self)
-        action.setShortcuts([QKeySequence(k) for k in keys])
-        action.setStatusTip(tip)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file = bar.addMenu("&File")
-        self._action(file, "&New project…", self._ask_new_project, ["Ctrl+N"])
-        self._action(file, "&Open project…", self._ask_open_project, ["Ctrl+O"])
-        self.import_action = self._action(file, "&Import folder…", self._ask_import, ["Ctrl+I"],
-                                          "Add a folder of images; sub-folder names become labels")
-        export = file.addMenu("&Export")
-        self.export_actions = [self._action(export, text, lambda _=False, f=fmt: self._ask_export(f))
-                               for text, fmt in EXPORTS]
-        file.addSeparator()
-        self._action(file, "&Quit", self.close, ["Ctrl+Q"])
-        edit = bar.addMenu("&Edit")
-        self.undo_action = self._action(edit, "&Undo", self.undo, ["Ctrl+Z"])
-        self.redo_action = self._action(edit, "&Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
-        edit.addSeparator()
-        self.clear_action = self._action(edit, "&Clear label of selection", self._clear_selection,
-                                         tip="Keys 1–9 set a class, 0 or Delete clears")
-        self.advance_action = QAction("&Advance after labelling one image", self)
-        self.advance_action.setCheckable(True)
-        self.advance_action.setChecked(True)
-        edit.addAction(self.advance_action)
-        view = bar.addMenu("&View")
-        view.addAction(self.classes_dock.toggleViewAction())
-        view.addAction(self.image_dock.toggleViewAction())
-        model = bar.addMenu("&Model")
-        self.train_action = self._action(model, "&Train", self.start_training, ["Ctrl+T"])
-        self.cancel_action = self._action(model, "&Cancel", self.cancel_job)
-        self.evaluate_action = self._action(model, "&Evaluate…", self.show_evaluation, ["Ctrl+E"])
-
     def _connect(self) -> None:
         self.grid.hotkey_pressed.connect(self._on_hotkey)
-        self.class_list.hotkey_pressed.connect(self._on_hotkey)
+        self.grid.accept_requested.connect(self.accept_predictions)
         self.grid.current_image_changed.connect(self._show_current)
-        self.class_list.class_activated.connect(self.set_label_of_selection)
+        self.grid.selectionModel().selectionChanged.connect(lambda *_: self._save_timer.start())
+        self.class_list.hotkey_pressed.connect(self._on_hotkey)
+        self.class_list.class_activated.connect(self._on_class_activated)
         self.class_list.add_class_requested.connect(self._ask_add_class)
+        self.class_list.edit_requested.connect(self._on_class_edit)
+        self.filter_bar.changed.connect(self.apply_filter)
         self.train_panel.train_requested.connect(self.start_training)
         self.train_panel.cancel_requested.connect(self.cancel_job)
-        self.filter_box.currentIndexChanged.connect(self._apply_filter)
-        self.jobs.started.connect(self._on_job_started)
-        self.jobs.idle.connect(self._on_jobs_idle)
+        self.review.hotkey_pressed.connect(self._on_review_key)
+        self.review.accept_requested.connect(self._accept_review)
+        self.review.current_changed.connect(self._show_review)
+        self.review.exit_requested.connect(lambda: self.set_review_mode(False))
+        self.viewer.editor.hotkey_pressed.connect(self._on_viewer_key)
+        self.viewer.editor.accept_requested.connect(self.accept_predictions)
+        for editor in (self.viewer.editor, self.review.editor):
+            editor.box_drawn.connect(lambda rect, e=editor: self._on_box_drawn(e, rect))
+            editor.box_changed.connect(lambda box_id, rect, e=editor: self._on_box_changed(e, box_id, rect))
+            editor.boxes_deleted.connect(lambda ids, e=editor: self._on_boxes_deleted(e, ids))
 
     # ---- project ----------------------------------------------------------------------------------
     def open_project(self, path: str | Path) -> bool:
@@ -169,7 +148,7 @@ class MainWindow(QMainWindow):
             self.show_error("Wait for the running job to finish (or cancel it) before switching projects.")
             return False
         try:
-            project = Project(path, exclusive=True)  # a second window on the same project is refused
+            project = Project(path, exclusive=True)
         except ArtAnnotError as exc:
             self.show_error(str(exc))
             return False
@@ -190,67 +169,83 @@ class MainWindow(QMainWindow):
 
     def set_project(self, project: Project | None) -> None:
         """Show this project (None: nothing open), closing the previous one."""
+        self.set_review_mode(False)
         self.thumbnails.shutdown()
+        self.image_cache.clear()
         if self.project is not None:
             self.project.close()
         self.project = project
         self.setWindowTitle(f"{project.path.stem} — ArtAnnot" if project else "ArtAnnot")
         self.train_panel.set_enabled_for_project(project is not None)
-        self.filter_box.blockSignals(True)
-        self.filter_box.setCurrentIndex(-1)  # a new project starts with every image shown
-        self.filter_box.blockSignals(False)
-        self.thumbnails.set_filter(None)
+        self.filter_bar.blockSignals(True)
+        self.filter_bar.reset()  # a new project starts with every image shown
+        self.filter_bar.blockSignals(False)
         if project is None:
-            self._classes, self._model_id = [], None
+            self._classes, self._model_id, self._summary = [], None, {}
             self.thumbnails.set_project_data([], [], None)
             self.class_list.clear_project()
-            self._rebuild_filters()
+            self.filter_bar.set_classes([])
         else:
             self._model_id = project.latest_model_id()
-            self._classes = project.classes()
-            self.thumbnails.set_project_data(project.images(), self._classes, project.cache_dir / "thumbs")
+            self._classes = class_store.visible_classes(project.conn)
+            self.thumbnails.set_source(DatabaseSource(project.conn, self._model_id), None, self._classes,
+                                       project.cache_dir / "thumbs")
+            self._refresh_summary()
             self._refresh_classes(force=True)
-            self._show_model_summary()
+            self.show_model_summary()
             if self.thumbnails.rowCount():
                 self.grid.select_rows([0])
+            self.grid.setFocus()
         self._show_current()
-        self._update_actions()
+        self.update_actions()
+        self._save_timer.start()
 
     def reload(self) -> None:
-        """Re-read every row from the database (after undo, import, training)."""
+        """Re-read after undo, import or training: the filter runs again, selection and focus stay."""
         if self.project is None:
             return
-        self._model_id = self.project.latest_model_id()
-        self.thumbnails.reload(self.project.images())
+        model_id = self.project.latest_model_id()
+        if model_id != self._model_id:
+            self._model_id = model_id
+            self.thumbnails.source.model_id = model_id  # type: ignore[attr-defined]
+        self.thumbnails.reload()
+        self._refresh_summary()
         self._refresh_classes()
-        if not self.grid.currentIndex().isValid() and self.thumbnails.rowCount():
-            self.grid.select_rows([0])
-        self._show_current()
-        self._update_actions()
+        self.apply_filter(keep_selection=True)
+        self.update_actions()
 
     def _refresh_classes(self, force: bool = False) -> None:
+        """Class names and counts (one indexed count per class), the filter's class entries."""
         assert self.project is not None
         old = [(c.id, c.name, c.color, c.hotkey) for c in self._classes]
-        self._classes = self.project.classes()
-        self.class_list.set_classes(self._classes, len(self.thumbnails.all_rows()))
+        self._classes = class_store.visible_classes(self.project.conn)
+        self.class_list.set_classes(self._classes, self._summary.get("images", 0))
         if force or old != [(c.id, c.name, c.color, c.hotkey) for c in self._classes]:
             self.thumbnails.set_classes(self._classes)
-            self._rebuild_filters()
+            self.filter_bar.set_classes(self._classes)
         self._update_counts()
 
+    def _refresh_summary(self) -> None:
+        if self.project is not None:
+            self._summary = queries.summary(self.project.conn, self._model_id)
+            self._update_counts()
+
     def _update_counts(self) -> None:
-        rows = self.thumbnails.all_rows()
         if self.project is None:
             self.counts.setText("No project open — File ▸ New project… or Open project…")
+            self.filter_bar.set_count(0, 0)
             return
+        total = self._summary.get("images", 0)
         labelled = sum(c.count for c in self._classes)
-        text = f"{len(rows):,} images · {labelled:,} labelled · {len(self._classes)} classes"
+        text = f"{total:,} images · {labelled:,} labelled · {len(self._classes)} classes"
         if self._model_id is not None:
-            text += f" · model {self._model_id}: {sum(r.disagrees for r in rows):,} disagree with their label"
-        shown = self.thumbnails.rowCount()
-        self.counts.setText(text + (f" · {shown:,} shown" if shown != len(rows) else ""))
+            text += (f" · model {self._model_id}: {self._summary.get('disagree', 0):,} disagree,"
+                     f" {self._summary.get('flagged', 0):,} suspects")
+        self.counts.setText(text)
+        self.filter_bar.set_count(self.thumbnails.rowCount(), total)
 
-    def _show_model_summary(self) -> None:
+    def show_model_summary(self) -> None:
+        """The latest model's scores in the bottom bar."""
         if self.project is None or self._model_id is None:
             self.train_panel.show_result("No model trained yet")
             return
@@ -258,48 +253,77 @@ class MainWindow(QMainWindow):
         self.train_panel.show_result(describe_metrics(self._model_id, json.loads(row["metrics"] or "{}")))
 
     # ---- filter -----------------------------------------------------------------------------------
-    def _rebuild_filters(self) -> None:
-        keep = self.filter_box.currentData()
-        self.filter_box.blockSignals(True)  # rebuilding must not re-filter 100k rows per item
-        self.filter_box.clear()
-        self.filter_box.addItem("All images", "all")
-        self.filter_box.addItem("Unlabelled", "unlabelled")
-        self.filter_box.addItem("Model disagrees (most confident first)", "disagree")
-        for c in self._classes:
-            self.filter_box.addItem(f"Class: {c.name}", f"class:{c.id}")
-        k = self.filter_box.findData(keep)
-        self.filter_box.setCurrentIndex(max(0, k))
-        self.filter_box.blockSignals(False)
-        if k < 0 and keep not in (None, "all"):
-            self._apply_filter()
-
-    def _apply_filter(self) -> None:
-        key = self.filter_box.currentData() or "all"
-        if key == "all":
-            self.thumbnails.set_filter(None)
-        elif key == "unlabelled":
-            self.thumbnails.set_filter(lambda r: r.class_id is None)
-        elif key == "disagree":
-            self.thumbnails.set_filter(lambda r: r.disagrees, lambda r: -(r.pred_score or 0.0))
+    def apply_filter(self, keep_selection: bool = True) -> None:
+        """Query the images the filter bar asks for (SQL, by index) and show them; keep the focus if shown."""
+        if self.project is None:
+            return
+        query = self.filter_bar.query(self._model_id)
+        if query.needs_model() and self._model_id is None:
+            self.statusBar().showMessage("Train a model first (Model ▸ Train): this view needs its guesses", 6000)
+        ids = queries.image_ids(self.project.conn, query)
+        if np.array_equal(ids, self.thumbnails.ids()):  # e.g. an undo that changed no membership: no relayout
+            self.thumbnails.reload()
         else:
-            class_id = int(key.split(":", 1)[1])
-            self.thumbnails.set_filter(lambda r: r.class_id == class_id)
-        if self.thumbnails.rowCount():
-            self.grid.select_rows([0])
+            current = self.grid.current_row()
+            selected = self.grid.selected_ids()[:MAX_SAVED_SELECTION] if keep_selection else []
+            self.thumbnails.set_ids(ids)
+            if not (current and self.grid.select_ids(selected or [current.id], current.id)) \
+                    and self.thumbnails.rowCount():
+                self.grid.select_rows([0])
+        self._show_current()
         self._update_counts()
+        self._save_timer.start()
+
+    def show_suspects(self) -> None:
+        """Show the images whose label the latest model finds most likely wrong."""
+        self.filter_box.setCurrentIndex(self.filter_box.findData("suspects"))
+
+    def focus_search(self) -> None:
+        """Ctrl+F: type part of a file name."""
+        self.set_review_mode(False)
+        self.filter_bar.focus_search()
+
+    def set_show_boxes(self, show: bool) -> None:
+        """Draw boxes on the thumbnails."""
+        self.thumbnails.set_show_boxes(bool(show))
 
     # ---- labelling --------------------------------------------------------------------------------
+    def _class_for_key(self, key: str) -> ClassInfo | None:
+        info = next((c for c in self._classes if c.hotkey == key), None)
+        if info is None and key not in ("0", "clear"):
+            self.statusBar().showMessage(f"No class has the key {key.upper()} (Classes ▸ Set class key…)", 4000)
+        return info
+
     def _on_hotkey(self, key: str) -> None:
         if self.project is None:
             return
-        if key in ("0", "clear"):
+        if self.review_mode():
+            self._on_review_key(key)
+        elif key in ("0", "clear"):
             self.set_label_of_selection(None)
-            return
-        info = next((c for c in self._classes if c.hotkey == key), None)
-        if info is None:
-            self.statusBar().showMessage(f"No class has key {key}", 4000)
-            return
-        self.set_label_of_selection(info.id)
+        elif (info := self._class_for_key(key)) is not None:
+            self.set_label_of_selection(info.id)
+
+    def _on_class_activated(self, class_id: int | None) -> None:
+        editor = self.review.editor if self.review_mode() else self.viewer.editor
+        if editor.selected_box() is not None:
+            self._set_box_class(editor, editor.selected_box(), class_id)
+        elif self.review_mode():
+            self._label_review(class_id)
+        else:
+            self.set_label_of_selection(class_id)
+
+    def _label(self, ids: list[int], class_id: int | None) -> None:
+        """Commit one label for these images and mirror it in the grid and counts."""
+        assert self.project is not None
+        self.project.set_label(ids, class_id)
+        self.thumbnails.update_labels(ids, class_id, "human")
+        self._after_edit()
+
+    def _after_edit(self) -> None:
+        self._refresh_classes()
+        self._summary_timer.start()
+        self.update_actions()
 
     def set_label_of_selection(self, class_id: int | None) -> None:
         """Give every selected image this class (None clears), committed at once and undoable."""
@@ -307,25 +331,43 @@ class MainWindow(QMainWindow):
             return
         ids = self.grid.selected_ids()
         if not ids:
-            self.statusBar().showMessage("Select images first (click, Shift/Ctrl+click, Ctrl+A)", 4000)
+            self.statusBar().showMessage("Select images first (click, Shift/Ctrl+click, drag, Ctrl+A)", 4000)
             return
-        self.project.set_label(ids, class_id)
-        self.thumbnails.update_labels(ids, class_id, "human")
-        self._refresh_classes()
+        self._label(ids, class_id)
         name = next((c.name for c in self._classes if c.id == class_id), None)
-        n = f"{len(ids)} image{'s' if len(ids) != 1 else ''}"
-        done = f"{n} labelled '{name}' (Ctrl+Z undoes)" if name else f"cleared the label of {n}"
-        self.statusBar().showMessage(done, 5000)
+        n = f"{len(ids):,} image{'s' if len(ids) != 1 else ''}"
+        self.statusBar().showMessage(f"{n} labelled '{name}' (Ctrl+Z undoes)" if name else
+                                     f"Cleared the label of {n}", 5000)
         if len(ids) == 1 and self.advance_action.isChecked():
             self.grid.advance()
         self._show_current()
-        self._update_actions()
 
     def _clear_selection(self) -> None:
         self.set_label_of_selection(None)
 
+    def accept_predictions(self) -> None:
+        """Space: each selected image takes the model's top guess (one undoable edit)."""
+        if self.project is None:
+            return
+        if self._model_id is None:
+            self.statusBar().showMessage("No model yet: train one (Ctrl+T) to get guesses to accept", 5000)
+            return
+        ids = self.grid.selected_ids()
+        guesses = queries.top_classes(self.project.conn, self._model_id, ids)
+        changes = [label_store.LabelChange(i, guesses[i], "human") for i in ids if i in guesses]
+        n = len(changes)
+        label_store.apply_labels(self.project.conn, changes,
+                                 description=f"accept the model's guess for {n} image{'s' if n != 1 else ''}")
+        for class_id in set(guesses.values()):
+            self.thumbnails.update_labels([i for i, c in guesses.items() if c == class_id], class_id, "human")
+        self._after_edit()
+        self.statusBar().showMessage(f"Accepted the model's guess for {n:,} image{'s' if n != 1 else ''}", 4000)
+        if len(ids) == 1 and self.advance_action.isChecked():
+            self.grid.advance()
+        self._show_current()
+
     def undo(self) -> None:
-        """Undo the last edit and show its effect."""
+        """Undo the last edit (label, box or class) and show its effect."""
         self._undo_redo(self.project.undo if self.project else None, "Undid")
 
     def redo(self) -> None:
@@ -335,108 +377,59 @@ class MainWindow(QMainWindow):
     def _undo_redo(self, op, verb: str) -> None:
         if op is None:
             return
-        event = op()
+        try:
+            event = op()
+        except Exception as exc:  # e.g. a rename whose old name was taken since: say so, change nothing
+            self.show_error(f"{verb[:-1]}ing failed: {exc}")
+            return
         if event is None:
             self.statusBar().showMessage(f"Nothing to {verb.lower()[:-1]}", 3000)
             return
         self.reload()
-        self.statusBar().showMessage(f"{verb}: {event.description} ({event.n_changes} images)", 5000)
+        if self.review_mode():
+            self._show_review(self.review.current_id())
+        self.statusBar().showMessage(f"{verb}: {event.description} ({event.n_changes} changes)", 5000)
+
+    # ---- current image and boxes --------------------------------------------------------------------
+    def _describe(self, row: ImageRow):
+        """(label class, top-5, colours, model id, suggested class name) for the viewer and review."""
+        label = next((c for c in self._classes if c.id == row.class_id), None)
+        preds = top_predictions(self.project.conn, self._model_id, row.id) if self._model_id else []
+        suggested = next((c.name for c in self._classes if c.id == getattr(row, "suggested_id", None)), None)
+        return label, preds, {c.name: c.color for c in self._classes}, self._model_id, suggested
 
     def _show_current(self, _row: ImageRow | None = None) -> None:
         row = self.grid.current_row()
         if row is None or self.project is None:
             self.viewer.show_image(None)
             return
-        label = next((c for c in self._classes if c.id == row.class_id), None)
-        preds = top_predictions(self.project.conn, self._model_id, row.id) if self._model_id else []
-        colors = {c.name: c.color for c in self._classes}
-        self.viewer.show_image(row, label, preds, colors, self._model_id)
+        self.viewer.show_image(row, *self._describe(row))
+        self._show_boxes(self.viewer.editor, row.id)
+        nxt = [self.thumbnails.row_at(k) for k in range(self.grid.currentIndex().row() + 1,
+                                                           min(self.grid.currentIndex().row() + 3,
+                                                               self.thumbnails.rowCount()))]
+        self.image_cache.prefetch([r.path for r in nxt])
 
-    def _ask_add_class(self) -> None:
-        if self.project is None:
-            return
-        name, ok = QInputDialog.getText(self, "Add class", "Name of the new class:")
-        if ok and name.strip():
-            self.project.class_id(name.strip())
-            self._refresh_classes()
+    # ---- jobs (job_runner.py) ---------------------------------------------------------------------
+    @property
+    def current_job(self):
+        return self.runner.current
 
-    # ---- jobs -------------------------------------------------------------------------------------
-    def _submit(self, name: str, fn, on_success, on_cancel=None) -> Job | None:
-        if self.project is None:
-            self.show_error("Open or create a project first (File menu).")
-            return None
-        job = Job(name, fn)
-        job.progressed.connect(self.train_panel.show_progress)
-        job.succeeded.connect(on_success)
-        job.failed.connect(self._on_job_failed)
-        job.was_cancelled.connect(on_cancel or self._on_job_cancelled)
-        self.jobs.submit(job)
-        return job
+    def start_training(self, _checked=False, options: dict | None = None):
+        """Train a model in the background; the grid shows its predictions and suspects when done."""
+        return self.runner.start_training(options)
 
-    def start_training(self) -> Job | None:
-        """Train a model in the background; the grid shows its predictions when done."""
-        if self.jobs.busy:
-            self.statusBar().showMessage("A job is already running", 4000)
-            return None
-        path = self.project.path if self.project else None
-        return self._submit("training", partial(_train, path), self._on_train_succeeded,
-                            self._on_train_cancelled)
-
-    def import_folder(self, src: str | Path) -> Job | None:
+    def import_folder(self, src: str | Path):
         """Import a folder in the background, labels from sub-folder names."""
-        path = self.project.path if self.project else None
-        return self._submit("import", partial(_import, path, str(src)), self._on_import_succeeded)
+        return self.runner.import_folder(src)
 
-    def export(self, out: str | Path, fmt: str) -> Job | None:
+    def export(self, out: str | Path, fmt: str):
         """Write the curated set (or predictions) in the background."""
-        path = self.project.path if self.project else None
-        self._export_target = str(out)
-        return self._submit("export", partial(_export, path, str(out), fmt), self._on_export_succeeded)
+        return self.runner.export(out, fmt)
 
     def cancel_job(self) -> None:
         """Ask the running job to stop."""
-        if self.jobs.busy:
-            self.train_panel.show_cancelling()
-            self.jobs.cancel_all()
-
-    def _on_job_started(self, job: Job) -> None:
-        self.current_job = job
-        self.train_panel.set_running(job.name)
-        self._update_actions()
-
-    def _on_jobs_idle(self) -> None:
-        self.current_job = None
-        self.train_panel.set_running(None)
-        self._update_actions()
-
-    def _on_train_succeeded(self, result) -> None:
-        if self.project is not None:
-            self.reload()
-            self._show_model_summary()
-            self.statusBar().showMessage(f"Trained in {result.seconds:.0f} s — "
-                                         + describe_metrics(result.model_id, result.metrics), 8000)
-        self.training_finished.emit(result)
-
-    def _on_train_cancelled(self) -> None:
-        self.statusBar().showMessage("Training cancelled; no model was stored", 5000)
-        self.training_cancelled.emit()
-
-    def _on_import_succeeded(self, report) -> None:
-        if self.project is not None:
-            self.reload()
-            self.statusBar().showMessage(f"Import: {report.summary()}", 15000)
-        self.import_finished.emit(report)
-
-    def _on_export_succeeded(self, n: int) -> None:
-        self.statusBar().showMessage(f"Exported {n:,} rows to {getattr(self, '_export_target', '')}", 10000)
-        self.export_finished.emit(n)
-
-    def _on_job_cancelled(self) -> None:
-        self.statusBar().showMessage("Cancelled", 5000)
-
-    def _on_job_failed(self, message: str) -> None:
-        self.show_error(message)
-        self.job_failed.emit(message)
+        self.runner.cancel()
 
     def show_evaluation(self) -> EvaluateDialog | None:
         """Open the scores of the latest model on the test split."""
@@ -451,30 +444,15 @@ class MainWindow(QMainWindow):
         self.evaluate_dialog.show()
         return self.evaluate_dialog
 
-    # ---- dialogs ----------------------------------------------------------------------------------
-    def _ask_new_project(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "New project", "", f"ArtAnnot projects (*{SUFFIX})")
-        if path:
-            self.new_project(path)
+    def show_shortcuts(self) -> None:
+        """The `?` overlay with every key."""
+        if self.overlay.isVisible():
+            self.overlay.hide()
+            return
+        self.overlay.set_rows(shortcut_rows(self))
+        self.overlay.open()
 
-    def _ask_open_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", f"ArtAnnot projects (*{SUFFIX})")
-        if path:
-            self.open_project(path)
-
-    def _ask_import(self) -> None:
-        src = QFileDialog.getExistingDirectory(self, "Import a folder (sub-folder names become labels)")
-        if src:
-            self.import_folder(src)
-
-    def _ask_export(self, fmt: str) -> None:
-        if fmt == "imagefolder":
-            out = QFileDialog.getExistingDirectory(self, "Export as ImageFolder into an empty folder")
-        else:
-            out, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", f"{fmt}.csv", "CSV files (*.csv)")
-        if out:
-            self.export(out, fmt)
-
+    # ---- feedback ---------------------------------------------------------------------------------
     def show_error(self, message: str) -> None:
         """Tell the user without blocking the event loop (jobs keep reporting)."""
         self.last_error = message
@@ -483,24 +461,27 @@ class MainWindow(QMainWindow):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
 
-    def _update_actions(self) -> None:
+    def update_actions(self) -> None:
+        """Enable what makes sense now."""
         has, busy = self.project is not None, self.jobs.busy
         conn = self.project.conn if has else None
         self.undo_action.setEnabled(has and label_store.can_undo(conn))
         self.redo_action.setEnabled(has and label_store.can_redo(conn))
-        self.clear_action.setEnabled(has)
+        for action in (self.clear_action, self.review_action, self.add_class_action, self.rename_class_action,
+                       self.merge_class_action, self.delete_class_action, self.hotkey_class_action):
+            action.setEnabled(has)
         for action in (self.import_action, *self.export_actions):
             action.setEnabled(has and not busy)
         self.train_action.setEnabled(has and not busy)
         self.cancel_action.setEnabled(busy)
-        self.evaluate_action.setEnabled(has and self._model_id is not None)
+        for action in (self.evaluate_action, self.accept_action, self.suspects_action):
+            action.setEnabled(has and self._model_id is not None)
         self._update_counts()
 
     # ---- closing ----------------------------------------------------------------------------------
     def _ask_close(self) -> bool:
         name = self.current_job.name if self.current_job else "a job"
-        answer = QMessageBox.question(self, "Quit ArtAnnot",
-                                      f"{name.capitalize()} is running. Cancel it and quit?")
+        answer = QMessageBox.question(self, "Quit ArtAnnot", f"{name.capitalize()} is running. Cancel it and quit?")
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -508,12 +489,12 @@ class MainWindow(QMainWindow):
             if not self.confirm_close():
                 event.ignore()
                 return
-            self.train_panel.show_cancelling()
             QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
             try:
-                self.jobs.shutdown(120_000)
+                self.runner.shutdown(120_000)
             finally:
                 QApplication.restoreOverrideCursor()
+        self.save_session()
         self.viewer.shutdown()
         self.set_project(None)
         event.accept()

@@ -1,226 +1,248 @@
-"""The grid of thumbnails: a lazy Qt model over image rows, a painting delegate and the list view."""
+"""The grid of thumbnails: a lazy Qt model over an array of image ids, and the list view that shows it.
+
+The model never holds the project: it holds the ids the current filter selected (a numpy array, 800 kB
+for 100k images) and a bounded cache of the rows painted recently, fetched a page at a time by primary
+key. Filtering and sorting happen in SQL (store/queries.py); the view lays out uniform cells only.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 from PySide6.QtCore import (
     QAbstractListModel,
+    QItemSelection,
+    QItemSelectionModel,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
-    QRect,
-    QRunnable,
-    QSize,
     Qt,
-    QThreadPool,
-    QTimer,
     Signal,
 )
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QKeyEvent, QPainter, QPen, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+from PySide6.QtGui import QKeyEvent, QMouseEvent
+from PySide6.QtWidgets import QAbstractItemView, QListView
 
+from artannot.gui.actions import key_name
+from artannot.gui.thumbnail_delegate import (  # noqa: F401  (re-exported: the grid's public names)
+    BOXES_ROLE,
+    CELL,
+    ROW_ROLE,
+    STATE_ROLE,
+    THUMB_ROLE,
+    ThumbnailDelegate,
+    ThumbnailLoader,
+)
+from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow
 
-THUMB_PX = 144  # drawn size of a thumbnail's longer side
-CACHE_PX = 160  # size written to the on-disk thumbnail cache
-CELL = QSize(THUMB_PX + 16, THUMB_PX + 48)
-ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the ImageRow
-THUMB_ROLE = Qt.ItemDataRole.UserRole + 2  # QPixmap, or None while loading / on error (asks for a load)
-STATE_ROLE = Qt.ItemDataRole.UserRole + 3  # "loading" | "ready" | "error"
-SOURCE_MARKS = {"human": ("H", "#2e7d32"), "rule": ("R", "#546e7a"), "import": ("I", "#6d4c41"),
-                "model": ("M", "#6a1b9a")}
-DISAGREE = QColor("#d32f2f")
-LEFT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
+PAGE = 256  # rows fetched together when the view paints one that is not cached
 
 
-def text_color(color: str) -> QColor:
-    """A class colour dark enough to read as text on white."""
-    c = QColor(color)
-    return c.darker(150) if c.lightness() > 150 else c
+class RowSource(Protocol):
+    """Where the grid's rows come from."""
+
+    def fetch(self, ids: Sequence[int]) -> dict[int, ImageRow]: ...
+    def boxes(self, ids: Sequence[int]) -> dict[int, list]: ...
+    def all_ids(self) -> np.ndarray: ...
 
 
-class _LoaderSignals(QObject):
-    """Carries a finished thumbnail from a pool thread to the GUI thread."""
+class ListSource:
+    """Rows held in memory (tests, small tools)."""
 
-    done = Signal(int, int, object, str)  # generation, image id, QImage (None on error), error message
+    def __init__(self, rows: Sequence[ImageRow]):
+        self._rows = {r.id: r for r in rows}
+        self._ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+
+    def fetch(self, ids: Sequence[int]) -> dict[int, ImageRow]:
+        return {int(i): self._rows[int(i)] for i in ids if int(i) in self._rows}
+
+    def boxes(self, ids: Sequence[int]) -> dict[int, list]:
+        return {}
+
+    def all_ids(self) -> np.ndarray:
+        return self._ids
 
 
-class _ThumbnailTask(QRunnable):
-    """Writes (or finds) the cached thumbnail of one image and decodes it; never touches widgets."""
+class DatabaseSource:
+    """Rows read from a project's database (on the GUI thread's connection), with the latest model's guesses."""
 
-    def __init__(self, generation: int, row: ImageRow, cache_dir: Path, signals: _LoaderSignals):
-        super().__init__()
-        self.generation, self.row, self.cache_dir, self.signals = generation, row, cache_dir, signals
+    def __init__(self, conn: sqlite3.Connection, model_id: int | None):
+        self.conn, self.model_id = conn, model_id
 
-    def run(self) -> None:
-        from artannot.data.images import save_thumbnail_cached
+    def fetch(self, ids: Sequence[int]) -> dict[int, ImageRow]:
+        return queries.fetch_rows(self.conn, ids, self.model_id)  # type: ignore[return-value]
 
-        try:
-            out = save_thumbnail_cached(self.row.path, self.row.sha256, self.cache_dir, size=CACHE_PX)
-            image = QImage(str(out))
-            if image.isNull():
-                raise OSError(f"cannot decode the cached thumbnail {out}")
-            if max(image.width(), image.height()) > THUMB_PX:
-                image = image.scaled(THUMB_PX, THUMB_PX, Qt.AspectRatioMode.KeepAspectRatio,
-                                     Qt.TransformationMode.SmoothTransformation)
-        except Exception as exc:  # any unreadable file becomes an error tile, never a dead pool thread
-            self.signals.done.emit(self.generation, self.row.id, None, str(exc) or type(exc).__name__)
-        else:
-            self.signals.done.emit(self.generation, self.row.id, image, "")
+    def boxes(self, ids: Sequence[int]) -> dict[int, list]:
+        return queries.boxes_of(self.conn, ids)
+
+    def all_ids(self) -> np.ndarray:
+        return queries.all_ids(self.conn)
 
 
 class ThumbnailModel(QAbstractListModel):
-    """Image rows for the grid; thumbnails load on demand for the rows the view paints."""
+    """The images a filter selected, in its order; rows and thumbnails load for what the view paints.
 
-    MAX_PIXMAPS = 800  # decoded thumbnails kept in memory (the disk cache holds the rest)
-    MAX_QUEUED = 256  # pending requests kept; older ones (scrolled past) are dropped
+    Changed rows are announced with `repaint_requested`, not dataChanged: QListView answers any dataChanged
+    with a full relayout (two model calls per row: 0.3 s at 100k rows), where a repaint needs none.
+    """
+
+    repaint_requested = Signal(object)  # grid positions to repaint, or None for all
+    MAX_ROWS = 20_000  # rows kept in memory (a few screens' worth many times over)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._all: list[ImageRow] = []
-        self._rows: list[ImageRow] = self._all
-        self._pos: dict[int, int] | None = None  # image id -> row in _rows, built on first need
-        self._all_pos: dict[int, int] | None = None
-        self._filter: Callable[[ImageRow], bool] | None = None
-        self._sort: Callable[[ImageRow], object] | None = None
+        self.source: RowSource = ListSource([])
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._n = 0
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their positions), on demand
+        self._rows: OrderedDict[int, ImageRow] = OrderedDict()
+        self._boxes: dict[int, list] = {}
+        self.show_boxes = False
         self.classes: dict[int, ClassInfo] = {}
-        self.cache_dir: Path | None = None
-        self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
-        self._errors: dict[int, str] = {}
-        self._queued: OrderedDict[int, ImageRow] = OrderedDict()
-        self._in_flight: set[int] = set()
-        self._generation = 0  # bumped per project: late results from the previous one are dropped
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, min(4, QThreadPool.globalInstance().maxThreadCount())))
-        self._signals = _LoaderSignals(self)
-        self._signals.done.connect(self._on_loaded)
-        self._pump_timer = QTimer(self, singleShot=True, interval=0)
-        self._pump_timer.timeout.connect(self._pump)
+        self.loader = ThumbnailLoader(self)
+        self.loader.loaded.connect(lambda image_id: self._repaint([image_id]))
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.loader.cache_dir
 
     # ---- content ----------------------------------------------------------------------------------
-    def set_project_data(self, rows: list[ImageRow], classes: Sequence[ClassInfo],
-                         cache_dir: Path | None) -> None:
-        """Show a (new) project's images; drops every cached thumbnail."""
+    def set_source(self, source: RowSource, ids: np.ndarray | None, classes: Sequence[ClassInfo],
+                   cache_dir: Path | None) -> None:
+        """Show a (new) project: its row source, the ids to show (None: all) and its classes."""
         self.beginResetModel()
-        self._generation += 1
-        self._queued.clear()
-        self._in_flight.clear()
-        self._pixmaps.clear()
-        self._errors.clear()
-        self.cache_dir = cache_dir
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
+        self.loader.reset(cache_dir)
+        self.source = source
+        self._rows.clear()
+        self._boxes.clear()
         self.classes = {c.id: c for c in classes}
-        self._all = rows
-        self._apply_view()
+        self._set_ids(source.all_ids() if ids is None else ids)
         self.endResetModel()
+
+    def set_project_data(self, rows: list[ImageRow], classes: Sequence[ClassInfo], cache_dir: Path | None) -> None:
+        """Show rows held in memory, in their order."""
+        self.set_source(ListSource(rows), None, classes, cache_dir)
+
+    def set_ids(self, ids: np.ndarray) -> None:
+        """Show these images, in this order (a new filter or sort); rows and thumbnails stay cached."""
+        self.beginResetModel()
+        self._set_ids(ids)
+        self.endResetModel()
+
+    def _set_ids(self, ids: np.ndarray) -> None:
+        self._ids = np.asarray(ids, dtype=np.int64)
+        self._n = len(self._ids)
+        self._sorted = None
+
+    def set_model_id(self, model_id: int | None) -> None:
+        """A new model was trained: its guesses replace the old ones."""
+        if isinstance(self.source, DatabaseSource):
+            self.source.model_id = model_id
+        self.reload()
 
     def set_classes(self, classes: Sequence[ClassInfo]) -> None:
         """New class names, colours or counts: repaint labels."""
         self.classes = {c.id: c for c in classes}
         self._changed_all()
 
-    def reload(self, rows: list[ImageRow]) -> None:
-        """Fresh rows from the database (after undo or training); keeps thumbnails if the ids are the same."""
-        same = len(rows) == len(self._all) and all(a.id == b.id for a, b in zip(rows, self._all))  # noqa: B905
-        if not same:
-            self.set_project_data(rows, list(self.classes.values()), self.cache_dir)
-            return
-        self._all = rows
-        self._all_pos = None
-        if self._filter is None and self._sort is None:
-            self._rows = self._all
-        else:
-            self._rows = [self._all[self._all_position(r.id)] for r in self._rows]
+    def set_show_boxes(self, show: bool) -> None:
+        """Draw each image's boxes on its thumbnail."""
+        self.show_boxes = show
+        self._boxes.clear()
         self._changed_all()
 
-    def refresh_rows(self, rows: Iterable[ImageRow]) -> None:
-        """Replace some rows with updated versions (same ids) and repaint just those."""
-        changed = []
-        for row in rows:
-            k = self._all_position(row.id)
-            if k is None:
-                continue
-            self._all[k] = row
-            if self._rows is not self._all:
-                j = self.position(row.id)
-                if j is not None:
-                    self._rows[j] = row
-            changed.append(row.id)
-        self._repaint(changed)
+    def reload(self, _rows=None) -> None:
+        """Forget cached rows (after undo, import or training) and repaint; thumbnails stay."""
+        self._rows.clear()
+        self._boxes.clear()
+        self._changed_all()
+
+    def refresh(self, image_ids: Iterable[int]) -> None:
+        """Re-read some rows from the source and repaint them."""
+        ids = [int(i) for i in image_ids]
+        for i in ids:
+            self._rows.pop(i, None)
+            self._boxes.pop(i, None)
+        self._repaint(ids)
 
     def update_labels(self, image_ids: Sequence[int], class_id: int | None, source: str = "human") -> None:
         """Mirror an edit just committed to the database without re-reading it."""
-        rows = []
+        changed = []
         for image_id in image_ids:
-            row = self.row_by_id(image_id)
+            row = self._rows.get(image_id)
             if row is None:
-                continue
+                continue  # not cached: it is read fresh when next painted
             if class_id is None and row.class_id is None and row.label_source is None:
                 continue  # clearing an image that never had a label changes nothing
-            rows.append(dataclasses.replace(row, class_id=class_id, label_source=source))
-        self.refresh_rows(rows)
-
-    def set_filter(self, keep: Callable[[ImageRow], bool] | None,
-                   sort_key: Callable[[ImageRow], object] | None = None) -> None:
-        """Show only rows that pass keep (None: all), optionally ordered by sort_key."""
-        self.beginResetModel()
-        self._filter, self._sort = keep, sort_key
-        self._apply_view()
-        self.endResetModel()
-
-    def _apply_view(self) -> None:
-        self._all_pos = None
-        self._pos = None
-        if self._filter is None and self._sort is None:
-            self._rows = self._all
-            return
-        rows = [r for r in self._all if self._filter(r)] if self._filter is not None else list(self._all)
-        if self._sort is not None:
-            rows.sort(key=self._sort)
-        self._rows = rows
+            self._rows[image_id] = dataclasses.replace(row, class_id=class_id, label_source=source)
+            changed.append(image_id)
+        self._repaint(changed)
 
     # ---- lookups ----------------------------------------------------------------------------------
-    def rows(self) -> list[ImageRow]:
-        """The rows shown, in display order."""
-        return self._rows
+    def ids(self) -> np.ndarray:
+        """Ids shown, in display order."""
+        return self._ids
 
-    def all_rows(self) -> list[ImageRow]:
-        """Every row of the project, whatever the filter."""
-        return self._all
+    def id_at(self, row: int) -> int:
+        """The image id at a grid position."""
+        return int(self._ids[row])
 
     def row_at(self, row: int) -> ImageRow:
         """The image shown at a grid position."""
-        return self._rows[row]
+        image_id = int(self._ids[row])
+        cached = self._rows.get(image_id)
+        if cached is not None:
+            return cached
+        start = row - row % PAGE
+        page = [int(i) for i in self._ids[start : start + PAGE] if int(i) not in self._rows]
+        self._store(self.source.fetch(page))
+        if image_id not in self._rows:  # deleted from the database meanwhile: show a placeholder
+            self._rows[image_id] = ImageRow(image_id, "(removed)", "", 1, 1, None, None, None, None, None)
+        return self._rows[image_id]
 
-    def position(self, image_id: int) -> int | None:
-        """The grid position of an image, or None when filtered out."""
-        if self._pos is None:
-            self._pos = {r.id: k for k, r in enumerate(self._rows)}
-        return self._pos.get(image_id)
-
-    def _all_position(self, image_id: int) -> int | None:
-        if self._rows is self._all:
-            return self.position(image_id)
-        if self._all_pos is None:
-            self._all_pos = {r.id: k for k, r in enumerate(self._all)}
-        return self._all_pos.get(image_id)
+    def _store(self, rows: dict[int, ImageRow]) -> None:
+        self._rows.update(rows)
+        while len(self._rows) > self.MAX_ROWS:
+            self._rows.popitem(last=False)
 
     def row_by_id(self, image_id: int) -> ImageRow | None:
-        """An image's current row, whatever the filter."""
-        k = self._all_position(image_id)
-        return None if k is None else self._all[k]
+        """An image's current row, shown or not."""
+        row = self._rows.get(image_id)
+        if row is None:
+            self._store(self.source.fetch([image_id]))
+            row = self._rows.get(image_id)
+        return row
+
+    def rows(self) -> list[ImageRow]:
+        """Every row shown, in display order (reads them all: for tests and small projects)."""
+        return [self.row_at(k) for k in range(len(self._ids))]
+
+    def all_rows(self) -> list[ImageRow]:
+        """Every row of the project, whatever the filter (reads them all)."""
+        ids = self.source.all_ids()
+        fetched = {}
+        for start in range(0, len(ids), 2000):
+            fetched.update(self.source.fetch(ids[start : start + 2000]))
+        return [fetched[int(i)] for i in ids if int(i) in fetched]
+
+    def position(self, image_id: int) -> int | None:
+        """The grid position of an image, or None when filtered out (binary search on a sorted copy)."""
+        if self._sorted is None:
+            order = np.argsort(self._ids, kind="stable")
+            self._sorted = (self._ids[order], order)
+        keys, order = self._sorted
+        k = int(np.searchsorted(keys, image_id))
+        return int(order[k]) if k < len(keys) and keys[k] == image_id else None
 
     def thumbnail_state(self, row: int) -> str:
         """'ready', 'error' or 'loading' for a grid position."""
-        image_id = self._rows[row].id
-        if image_id in self._pixmaps:
-            return "ready"
-        return "error" if image_id in self._errors else "loading"
+        return self.loader.state(int(self._ids[row]))
 
     def class_name(self, class_id: int | None) -> str | None:
         """Name of a class id (None for no label)."""
@@ -229,23 +251,36 @@ class ThumbnailModel(QAbstractListModel):
 
     # ---- Qt model API -----------------------------------------------------------------------------
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
+        # Called twice per row by every QListView layout: kept to one attribute read and one check.
+        return 0 if parent.isValid() else self._n
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or index.row() >= len(self._rows):
+        if not index.isValid() or index.row() >= len(self._ids):
             return None
-        row = self._rows[index.row()]
+        row = self.row_at(index.row())
         if role == ROW_ROLE:
             return row
         if role == THUMB_ROLE:
-            return self._thumbnail(row)
+            return self.loader.pixmap(row)
         if role == STATE_ROLE:
-            return self.thumbnail_state(index.row())
+            return self.loader.state(row.id)
+        if role == BOXES_ROLE:
+            return self._boxes_of(index.row(), row.id) if self.show_boxes else None
         if role == Qt.ItemDataRole.DisplayRole:
             return Path(row.path).name
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(row)
         return None
+
+    def _boxes_of(self, row: int, image_id: int) -> list:
+        if image_id not in self._boxes:
+            start = row - row % PAGE
+            page = [int(i) for i in self._ids[start : start + PAGE]]
+            found = self.source.boxes(page)
+            if len(self._boxes) > self.MAX_ROWS:
+                self._boxes.clear()
+            self._boxes.update({i: found.get(i, []) for i in page})
+        return self._boxes.get(image_id, [])
 
     def _tooltip(self, row: ImageRow) -> str:
         label = self.class_name(row.class_id) or "unlabelled"
@@ -253,216 +288,78 @@ class ThumbnailModel(QAbstractListModel):
                  f"label: {label}" + (f" ({row.label_source})" if row.label_source else "")]
         if row.pred_class_id is not None:
             lines.append(f"model: {self.class_name(row.pred_class_id)} ({(row.pred_score or 0) * 100:.0f}%)")
-        if row.id in self._errors:
-            lines.append(f"cannot show: {self._errors[row.id]}")
+        suspect = getattr(row, "suspect", None)
+        if suspect is not None:
+            lines.append(f"suspect score {suspect:.2f} (rank {row.suspect_rank})"  # type: ignore[attr-defined]
+                         + (f", maybe {self.class_name(row.suggested_id)}" if row.flagged else ""))  # type: ignore
+        if getattr(row, "n_boxes", 0):
+            lines.append(f"{row.n_boxes} box{'es' if row.n_boxes != 1 else ''}")  # type: ignore[attr-defined]
+        error = self.loader.error(row.id)
+        if error:
+            lines.append(f"cannot show: {error}")
         return "\n".join(lines)
 
-    # ---- lazy thumbnails --------------------------------------------------------------------------
-    def _thumbnail(self, row: ImageRow) -> QPixmap | None:
-        pixmap = self._pixmaps.get(row.id)
-        if pixmap is not None:
-            self._pixmaps.move_to_end(row.id)
-            return pixmap
-        if row.id in self._errors or self.cache_dir is None:
-            return None
-        if row.id not in self._in_flight:
-            self._queued[row.id] = row
-            self._queued.move_to_end(row.id)  # newest request first: what is on screen now
-            while len(self._queued) > self.MAX_QUEUED:
-                self._queued.popitem(last=False)
-            if not self._pump_timer.isActive():
-                self._pump_timer.start()
-        return None
-
-    def _pump(self) -> None:
-        limit = self._pool.maxThreadCount() * 2
-        while self._queued and len(self._in_flight) < limit:
-            image_id, row = self._queued.popitem(last=True)
-            self._in_flight.add(image_id)
-            self._pool.start(_ThumbnailTask(self._generation, row, self.cache_dir, self._signals))
-
-    def _on_loaded(self, generation: int, image_id: int, image: QImage | None, error: str) -> None:
-        if generation != self._generation:
-            return
-        self._in_flight.discard(image_id)
-        if image is None:
-            self._errors[image_id] = error
-        else:
-            self._pixmaps[image_id] = QPixmap.fromImage(image)
-            while len(self._pixmaps) > self.MAX_PIXMAPS:
-                self._pixmaps.popitem(last=False)
-        self._repaint([image_id])
-        if self._queued:
-            self._pump_timer.start()
-
+    # ---- thumbnails -------------------------------------------------------------------------------
     def load_stats(self) -> dict[str, int]:
         """How many thumbnails are queued, loading, in memory and unreadable (for tests and diagnostics)."""
-        return {"queued": len(self._queued), "loading": len(self._in_flight), "ready": len(self._pixmaps),
-                "error": len(self._errors)}
+        return self.loader.stats()
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
         """Drop queued loads and wait for running ones (before the app or project closes)."""
-        self._queued.clear()
-        self._pool.clear()
-        self._pool.waitForDone(timeout_ms)
+        self.loader.shutdown(timeout_ms)
 
     # ---- repaint ----------------------------------------------------------------------------------
     def _repaint(self, image_ids: Iterable[int]) -> None:
-        for image_id in image_ids:
-            k = self.position(image_id)
-            if k is not None:
-                idx = self.index(k)
-                self.dataChanged.emit(idx, idx)
+        rows = [k for k in (self.position(i) for i in image_ids) if k is not None]
+        if rows:
+            self.repaint_requested.emit(rows)
 
     def _changed_all(self) -> None:
-        if self._rows:
-            self.dataChanged.emit(self.index(0), self.index(len(self._rows) - 1))
-
-
-class ThumbnailDelegate(QStyledItemDelegate):
-    """Paints a tile: thumbnail, source marker, label in its class colour, and disagreement badge."""
-
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
-        return CELL
-
-    def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
-        model = index.model()
-        row: ImageRow | None = index.data(ROW_ROLE)
-        if row is None:
-            return
-        pixmap = index.data(THUMB_ROLE)
-        p.save()
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        cell = option.rect.adjusted(2, 2, -2, -2)
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        if selected:
-            hl = option.palette.highlight().color()
-            p.setPen(QPen(hl, 2))
-            fill = QColor(hl)
-            fill.setAlpha(50)
-            p.setBrush(fill)
-            p.drawRoundedRect(cell, 6, 6)
-        box = QRect(cell.left() + (cell.width() - THUMB_PX) // 2, cell.top() + 6, THUMB_PX, THUMB_PX)
-        self._paint_thumb(p, box, pixmap, index.data(STATE_ROLE))
-        info = model.classes.get(row.class_id) if row.class_id is not None else None
-        if row.disagrees:
-            self._paint_disagreement(p, box, model.class_name(row.pred_class_id), row.pred_score)
-        if row.label_source in SOURCE_MARKS and row.class_id is not None:
-            self._paint_source(p, box, *SOURCE_MARKS[row.label_source])
-        self._paint_text(p, option, cell, box, row, info)
-        p.restore()
-
-    @staticmethod
-    def _paint_thumb(p: QPainter, box: QRect, pixmap: QPixmap | None, state: str) -> None:
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor("#ffffff"))
-        p.drawRect(box)
-        if pixmap is not None and not pixmap.isNull():
-            x = box.left() + (box.width() - pixmap.width()) // 2
-            y = box.top() + (box.height() - pixmap.height()) // 2
-            p.drawPixmap(x, y, pixmap)
-        else:
-            p.setBrush(QColor("#eceff1") if state != "error" else QColor("#fbe9e7"))
-            p.drawRect(box.adjusted(8, 8, -8, -8))
-            p.setPen(QColor("#90a4ae") if state != "error" else DISAGREE)
-            p.drawText(box, Qt.AlignmentFlag.AlignCenter, "loading…" if state != "error" else "unreadable")
-        p.setPen(QPen(QColor("#cfd8dc"), 1))
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawRect(box)
-
-    @staticmethod
-    def _paint_disagreement(p: QPainter, box: QRect, pred: str | None, score: float | None) -> None:
-        p.setPen(QPen(DISAGREE, 3))
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawRect(box.adjusted(1, 1, -1, -1))
-        font = QFont(p.font())
-        font.setPointSizeF(font.pointSizeF() * 0.85)
-        font.setBold(True)
-        p.setFont(font)
-        strip = QRect(box.left() + 2, box.bottom() - 19, box.width() - 3, 19)
-        p.fillRect(strip, DISAGREE)
-        p.setPen(QColor("white"))
-        text = f"model: {pred or '?'}" + (f" {score * 100:.0f}%" if score is not None else "")
-        text = QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideRight, strip.width() - 8)
-        p.drawText(strip.adjusted(4, 0, -4, 0), LEFT, text)
-
-    @staticmethod
-    def _paint_source(p: QPainter, box: QRect, letter: str, color: str) -> None:
-        font = QFont(p.font())
-        font.setPointSizeF(font.pointSizeF() * 0.8)
-        font.setBold(True)
-        p.setFont(font)
-        mark = QRect(box.left() + 4, box.top() + 4, 17, 17)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(color))
-        p.drawRoundedRect(mark, 4, 4)
-        p.setPen(QColor("white"))
-        p.drawText(mark, Qt.AlignmentFlag.AlignCenter, letter)
-
-    @staticmethod
-    def _paint_text(p: QPainter, option: QStyleOptionViewItem, cell: QRect, box: QRect, row: ImageRow,
-                    info: ClassInfo | None) -> None:
-        font = QFont(option.font)
-        line = QRect(cell.left() + 6, box.bottom() + 5, cell.width() - 12, QFontMetrics(font).height())
-        if info is not None:
-            chip = QRect(line.left(), line.center().y() - 5, 10, 10)
-            p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(QColor(info.color))
-            p.drawRoundedRect(chip, 2, 2)
-            font.setBold(True)
-            p.setFont(font)
-            p.setPen(text_color(info.color))
-            text_rect = line.adjusted(15, 0, 0, 0)
-            text = QFontMetrics(font).elidedText(info.name, Qt.TextElideMode.ElideRight, text_rect.width())
-        else:
-            font.setItalic(True)
-            p.setFont(font)
-            p.setPen(QColor("#78909c"))
-            text_rect = line
-            text = "unlabelled"
-        p.drawText(text_rect, LEFT, text)
-        small = QFont(option.font)
-        small.setPointSize(max(7, round(small.pointSizeF() * 0.85)))
-        p.setFont(small)
-        p.setPen(QColor("#78909c"))
-        name_rect = QRect(line.left(), line.bottom() + 1, line.width(), QFontMetrics(small).height() + 3)
-        name = QFontMetrics(small).elidedText(Path(row.path).name, Qt.TextElideMode.ElideMiddle,
-                                              name_rect.width())
-        p.drawText(name_rect, LEFT, name)
+        if self._n:
+            self.repaint_requested.emit(None)
 
 
 class ThumbnailGrid(QListView):
-    """The images of a project as a scrollable grid; digit keys label the selection."""
+    """The images as a scrollable grid: keys label the selection, Space accepts the model's guesses."""
 
-    hotkey_pressed = Signal(str)  # "0".."9" or "clear"
+    hotkey_pressed = Signal(str)  # "0".."9", "a".."z", "F1".."F12", or "clear"
+    accept_requested = Signal()  # Space: take the model's guess for the selection
     current_image_changed = Signal(object)  # ImageRow or None
 
     def __init__(self, model: ThumbnailModel, parent=None):
         super().__init__(parent)
         self.setModel(model)
         self.setItemDelegate(ThumbnailDelegate(self))
-        self.setViewMode(QListView.ViewMode.IconMode)
+        # List mode with wrapping lays out uniform cells arithmetically: no per-item geometry for 100k rows.
+        self.setViewMode(QListView.ViewMode.ListMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
         self.setUniformItemSizes(True)
-        self.setWrapping(True)
         self.setSpacing(4)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setSelectionRectVisible(True)  # rubber band from empty space
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.verticalScrollBar().setSingleStep(CELL.height() // 4)
         self.setMouseTracking(True)
         self.selectionModel().currentChanged.connect(self._on_current)
         model.modelReset.connect(self._after_reset)
+        model.repaint_requested.connect(self._repaint)
+        self._anchor: QPersistentModelIndex | None = None  # where a Shift range starts
 
     def thumbnail_model(self) -> ThumbnailModel:
         """The grid's model."""
         return self.model()  # type: ignore[return-value]
 
+    def selected_rows(self) -> np.ndarray:
+        """Grid positions of the selection, ascending (from selection ranges: cheap after Ctrl+A on 100k)."""
+        parts = [np.arange(r.top(), r.bottom() + 1) for r in self.selectionModel().selection()]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
     def selected_ids(self) -> list[int]:
         """Ids of the selected images, in grid order."""
-        model = self.thumbnail_model()
-        return [model.row_at(i.row()).id for i in sorted(self.selectionModel().selectedIndexes(),
-                                                         key=lambda i: i.row())]
+        return self.thumbnail_model().ids()[self.selected_rows()].tolist()
 
     def current_row(self) -> ImageRow | None:
         """The image with keyboard focus."""
@@ -472,36 +369,96 @@ class ThumbnailGrid(QListView):
     def select_rows(self, rows: Sequence[int]) -> None:
         """Select these grid positions; the first becomes current."""
         sel = self.selectionModel()
-        sel.clearSelection()
-        for k, r in enumerate(rows):
-            flags = sel.SelectionFlag.Select
-            if k == 0:
-                sel.setCurrentIndex(self.model().index(r, 0), flags)
-            else:
-                sel.select(self.model().index(r, 0), flags)
+        model = self.model()
+        selection = QItemSelection()
+        for r in rows:
+            selection.select(model.index(int(r), 0), model.index(int(r), 0))
+        flags = QItemSelectionModel.SelectionFlag
+        if len(rows):
+            sel.setCurrentIndex(model.index(int(rows[0]), 0), flags.NoUpdate)
+        sel.select(selection, flags.ClearAndSelect)
+        if len(rows):
+            self._anchor = QPersistentModelIndex(model.index(int(rows[0]), 0))
+            self.scrollTo(model.index(int(rows[0]), 0))
 
-    def advance(self) -> None:
+    def select_ids(self, image_ids: Sequence[int], current: int | None = None) -> int:
+        """Select the shown images among these ids (current one first); returns how many were found."""
+        model = self.thumbnail_model()
+        rows = [k for k in (model.position(i) for i in image_ids) if k is not None]
+        first = model.position(current) if current is not None else None
+        if first is not None:
+            rows = [first] + [r for r in rows if r != first]
+        if rows:
+            self.select_rows(rows)
+        return len(rows)
+
+    def advance(self, step: int = 1) -> None:
         """Move the focus (and selection) to the next image, for one-key-per-image labelling."""
         idx = self.currentIndex()
-        if idx.isValid() and idx.row() + 1 < self.model().rowCount():
-            self.setCurrentIndex(self.model().index(idx.row() + 1, 0))
+        if idx.isValid() and 0 <= idx.row() + step < self.model().rowCount():
+            self.setCurrentIndex(self.model().index(idx.row() + step, 0))
+
+    # Shift+click and Shift+arrows select a range in reading order, as in a file manager. (Qt's own
+    # rectangle between the two items would pick a block of columns in a wrapped grid.)
+    def _select_range_to(self, index: QModelIndex, add: bool) -> None:
+        anchor = self._anchor if self._anchor is not None and self._anchor.isValid() else self.currentIndex()
+        lo, hi = sorted((anchor.row() if anchor.isValid() else index.row(), index.row()))
+        flags = QItemSelectionModel.SelectionFlag
+        sel = self.selectionModel()
+        sel.setCurrentIndex(index, flags.NoUpdate)
+        sel.select(QItemSelection(self.model().index(lo, 0), self.model().index(hi, 0)),
+                   flags.Select if add else flags.ClearAndSelect)
+        self.scrollTo(index)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        index = self.indexAt(event.position().toPoint())
+        mods = event.modifiers()
+        if event.button() == Qt.MouseButton.LeftButton and index.isValid() and mods & Qt.KeyboardModifier.ShiftModifier:
+            self._select_range_to(index, bool(mods & Qt.KeyboardModifier.ControlModifier))
+            event.accept()
+            return
+        super().mousePressEvent(event)
+        if index.isValid():
+            self._anchor = QPersistentModelIndex(index)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        key = event.key()
-        plain = not (event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier)
-        if plain and Qt.Key.Key_0 <= key <= Qt.Key.Key_9:
-            self.hotkey_pressed.emit(str(key - Qt.Key.Key_0))
-        elif plain and key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+        name = key_name(event)
+        moves = {Qt.Key.Key_Left: self.CursorAction.MoveLeft, Qt.Key.Key_Right: self.CursorAction.MoveRight,
+                 Qt.Key.Key_Up: self.CursorAction.MoveUp, Qt.Key.Key_Down: self.CursorAction.MoveDown,
+                 Qt.Key.Key_PageUp: self.CursorAction.MovePageUp, Qt.Key.Key_PageDown: self.CursorAction.MovePageDown,
+                 Qt.Key.Key_Home: self.CursorAction.MoveHome, Qt.Key.Key_End: self.CursorAction.MoveEnd}
+        if event.modifiers() == Qt.KeyboardModifier.ShiftModifier and event.key() in moves:
+            if self._anchor is None or not self._anchor.isValid():
+                self._anchor = QPersistentModelIndex(self.currentIndex())
+            target = self.moveCursor(moves[event.key()], event.modifiers())
+            if target.isValid():
+                self._select_range_to(target, False)
+            return
+        if name is not None:
+            self.hotkey_pressed.emit(name)
+        elif not event.modifiers() and event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
             self.hotkey_pressed.emit("clear")
+        elif not event.modifiers() and event.key() == Qt.Key.Key_Space:
+            self.accept_requested.emit()
         else:
             super().keyPressEvent(event)
+            if not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self._anchor = QPersistentModelIndex(self.currentIndex())
 
     def keyboardSearch(self, search: str) -> None:
-        """Typing digits labels images; it must not jump to a file name instead."""
+        """Typing labels images; it must not jump to a file name instead."""
 
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
         model = self.thumbnail_model()
         self.current_image_changed.emit(model.row_at(current.row()) if current.isValid() else None)
+
+    def _repaint(self, rows: list[int] | None) -> None:
+        if rows is None or len(rows) > 64:
+            self.viewport().update()
+            return
+        model = self.model()
+        for r in rows:
+            self.update(model.index(r, 0))
 
     def _after_reset(self) -> None:
         self.current_image_changed.emit(None)

@@ -3,8 +3,8 @@
 MIGRATIONS maps a schema version to the step that upgrades a file from the version before it. A step runs
 inside the upgrade's transaction with foreign keys on (use `PRAGMA defer_foreign_keys = ON` for table
 rebuilds); the upgrade commits only if every step succeeds and `foreign_key_check` finds nothing.
-Version 1 is the first released schema, so the list is empty until the schema changes: add the step here
-and raise db.SCHEMA_VERSION in the same commit.
+Version 1 is db.SCHEMA; every later version is a step here (raise db.SCHEMA_VERSION in the same commit).
+A new project is written as db.SCHEMA plus every step, so a fresh file and an upgraded one are the same.
 """
 
 from __future__ import annotations
@@ -21,7 +21,53 @@ from artannot.store import db
 
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: dict[int, Migration] = {}
+
+def _v2_curation(conn: sqlite3.Connection) -> None:
+    """Curation: suspect scores per model, undoable class edits (rename, hotkey, soft delete), query indexes,
+    and a trigram index over image paths for the search box (skipped where SQLite lacks FTS5 trigram)."""
+    conn.execute("ALTER TABLE classes ADD COLUMN deleted_at TEXT")  # set: hidden once no image carries it
+    conn.execute(
+        "CREATE TABLE class_edits (event_id INTEGER NOT NULL REFERENCES events(id),"
+        " class_id INTEGER NOT NULL REFERENCES classes(id),"
+        " field TEXT NOT NULL CHECK (field IN ('name', 'hotkey', 'deleted_at')), old_value TEXT, new_value TEXT,"
+        " PRIMARY KEY (event_id, class_id, field)) WITHOUT ROWID")
+    # Undo and redo flip an event's state (store/labels.py); these triggers make class edits follow it, so a
+    # rename or delete is undone by the same Ctrl+Z, from the app or any other program, as labels and boxes.
+    for name, old, new, value in (("undo", "done", "undone", "old_value"), ("redo", "undone", "done", "new_value")):
+        sets = "".join(
+            f" UPDATE classes SET {f} = (SELECT e.{value} FROM class_edits e WHERE e.event_id = NEW.id"
+            f" AND e.class_id = classes.id AND e.field = '{f}') WHERE id IN (SELECT class_id FROM class_edits"
+            f" WHERE event_id = NEW.id AND field = '{f}');" for f in ("name", "hotkey", "deleted_at"))
+        conn.execute(f"CREATE TRIGGER class_edits_{name} AFTER UPDATE OF state ON events"
+                     f" WHEN OLD.state = '{old}' AND NEW.state = '{new}' BEGIN{sets} END")
+    conn.execute(
+        "CREATE TABLE suspects (model_id INTEGER NOT NULL REFERENCES models(id),"
+        " image_id INTEGER NOT NULL REFERENCES images(id), score REAL NOT NULL, rank INTEGER NOT NULL,"
+        " flagged INTEGER NOT NULL DEFAULT 0, reliable INTEGER NOT NULL DEFAULT 1,"
+        " class_id INTEGER REFERENCES classes(id), suggested_id INTEGER REFERENCES classes(id),"
+        " PRIMARY KEY (model_id, image_id)) WITHOUT ROWID")
+    # Covering indexes for the curation queries (store/queries.py): the flagged suspects in rank order, the
+    # top-1 guesses by score, the current label of an image, and image ids alone (a scan of 100k ints).
+    conn.execute("CREATE INDEX suspects_rank ON suspects(model_id, flagged, rank)")
+    conn.execute("CREATE INDEX predictions_top ON predictions(model_id, score, class_id) WHERE rank = 1")
+    conn.execute("CREATE INDEX labels_active_image ON labels(image_id, class_id, source) WHERE active = 1")
+    conn.execute("CREATE INDEX images_ids ON images(id)")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE image_names USING fts5(path, content='images', content_rowid='id',"
+                     " tokenize='trigram')")
+    except sqlite3.OperationalError:  # an SQLite without FTS5 or older than 3.34: search falls back to LIKE
+        return
+    conn.execute("CREATE TRIGGER image_names_ai AFTER INSERT ON images BEGIN"
+                 " INSERT INTO image_names(rowid, path) VALUES (NEW.id, NEW.path); END")
+    conn.execute("CREATE TRIGGER image_names_ad AFTER DELETE ON images BEGIN"
+                 " INSERT INTO image_names(image_names, rowid, path) VALUES ('delete', OLD.id, OLD.path); END")
+    conn.execute("CREATE TRIGGER image_names_au AFTER UPDATE OF path ON images BEGIN"
+                 " INSERT INTO image_names(image_names, rowid, path) VALUES ('delete', OLD.id, OLD.path);"
+                 " INSERT INTO image_names(rowid, path) VALUES (NEW.id, NEW.path); END")
+    conn.execute("INSERT INTO image_names(image_names) VALUES ('rebuild')")
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_curation}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

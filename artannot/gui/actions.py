@@ -1,0 +1,153 @@
+"""The window's menus and actions, the keys that label images, and the list the shortcuts overlay shows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMenu
+
+from artannot.project import SUFFIX
+
+if TYPE_CHECKING:
+    from artannot.gui.main_window import MainWindow
+
+EXPORTS = (("ImageFolder…", "imagefolder"), ("CSV…", "csv"), ("COCO JSON…", "coco"), ("Pascal VOC…", "voc"),
+           ("YOLO…", "yolo"), ("Predictions CSV…", "predictions"))
+SKIP_KEY = "s"  # review mode: move on without changing the label (so no class may take this key)
+RESERVED_KEYS = {SKIP_KEY: "skips an image in review mode"}
+
+# Keys handled by the widgets themselves (not menu actions), for the overlay: (section, keys, what they do).
+WIDGET_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("Label", "1 – 9, letters, F1 – F12", "give the selected images (or box) that class — keys in the class list"),
+    ("Label", "0 · Delete", "clear the label of the selection (in the image: delete the selected box)"),
+    ("Label", "Space", "accept the model's top guess for the selection"),
+    ("Select", "← → ↑ ↓ · Page Up/Down · Home/End", "move through the grid"),
+    ("Select", "Shift+click · Ctrl+click · drag · Ctrl+A", "select several images, then one key labels all"),
+    ("Review", "Space · class key · S", "accept the guess · set a class · skip; the next image follows"),
+    ("Review", "← →  ·  Esc", "previous / next image · back to the grid"),
+    ("Boxes", "drag on the image", "draw a box (it takes the current class; a key changes it)"),
+    ("Boxes", "drag a box · its handles", "move · resize"),
+    ("Boxes", "Delete · Esc · Tab", "delete the selected box · deselect · next box"),
+    ("Boxes", "wheel · + − · right-drag · double-click", "zoom · zoom · pan · fit the image"),
+)
+
+
+def key_name(event: QKeyEvent) -> str | None:
+    """'0'-'9', 'a'-'z' or 'F1'-'F12' for a key pressed without modifiers (the keys classes can own)."""
+    if event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+        return None
+    key = event.key()
+    if Qt.Key.Key_0 <= key <= Qt.Key.Key_9:
+        return str(key - Qt.Key.Key_0)
+    if Qt.Key.Key_A <= key <= Qt.Key.Key_Z:
+        return chr(ord("a") + key - Qt.Key.Key_A)
+    if Qt.Key.Key_F1 <= key <= Qt.Key.Key_F12:
+        return f"F{key - Qt.Key.Key_F1 + 1}"
+    return None
+
+
+def _action(w: MainWindow, menu: QMenu, text: str, slot: Callable, keys=(), tip: str = "",
+            checkable: bool = False) -> QAction:
+    action = QAction(text, w)
+    action.setShortcuts([QKeySequence(k) for k in keys])
+    action.setStatusTip(tip)
+    action.setToolTip(tip or text.replace("&", "").rstrip("…"))
+    action.setCheckable(checkable)
+    (action.toggled if checkable else action.triggered).connect(slot)
+    menu.addAction(action)
+    return action
+
+
+def build_menus(w: MainWindow) -> None:
+    """Create the menu bar; the actions become attributes of the window (w.undo_action, ...)."""
+    bar = w.menuBar()
+    file = bar.addMenu("&File")
+    _action(w, file, "&New project…", w._ask_new_project, ["Ctrl+N"])
+    _action(w, file, "&Open project…", w._ask_open_project, ["Ctrl+O"])
+    w.import_action = _action(w, file, "&Import folder…", w._ask_import, ["Ctrl+I"],
+                              "Add a folder of images; sub-folder names become labels")
+    export = file.addMenu("&Export")
+    w.export_actions = [_action(w, export, text, lambda _=False, f=fmt: w._ask_export(f)) for text, fmt in EXPORTS]
+    file.addSeparator()
+    _action(w, file, "&Quit", w.close, ["Ctrl+Q"])
+
+    edit = bar.addMenu("&Edit")
+    w.undo_action = _action(w, edit, "&Undo", w.undo, ["Ctrl+Z"], "Undo the last label, box or class edit")
+    w.redo_action = _action(w, edit, "&Redo", w.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+    edit.addSeparator()
+    w.accept_action = _action(w, edit, "&Accept the model's guess", w.accept_predictions,
+                              tip="Space: label the selection with the model's top guess")
+    w.clear_action = _action(w, edit, "&Clear label of selection", w._clear_selection,
+                             tip="Class keys set a class, 0 or Delete clears")
+    w.advance_action = _action(w, edit, "Advance after labelling &one image", lambda _on: None, checkable=True)
+    w.advance_action.setChecked(True)
+
+    classes = bar.addMenu("&Classes")
+    w.add_class_action = _action(w, classes, "&Add class…", w._ask_add_class)
+    w.rename_class_action = _action(w, classes, "&Rename class…", w.ask_rename_class, ["F2"])
+    w.merge_class_action = _action(w, classes, "&Merge class into…", w.ask_merge_class)
+    w.delete_class_action = _action(w, classes, "&Delete class…", w.ask_delete_class)
+    w.hotkey_class_action = _action(w, classes, "Set class &key…", w.ask_class_key)
+
+    view = bar.addMenu("&View")
+    w.view_menu = view
+    w.review_action = _action(w, view, "&Review mode", w.set_review_mode, ["Ctrl+R"],
+                              "One image at a time over the current filter: Space accepts, keys set, S skips",
+                              checkable=True)
+    w.find_action = _action(w, view, "&Find by file name", w.focus_search, ["Ctrl+F"])
+    w.suspects_action = _action(w, view, "Show &suspects", w.show_suspects, ["Ctrl+U"],
+                                "Images whose label the latest model finds most likely wrong")
+    w.boxes_action = _action(w, view, "Show &boxes on thumbnails", w.set_show_boxes, ["Ctrl+B"], checkable=True)
+    view.addSeparator()
+    view.addAction(w.classes_dock.toggleViewAction())
+    view.addAction(w.image_dock.toggleViewAction())
+    view.addSeparator()
+    w.shortcuts_action = _action(w, view, "&Keyboard shortcuts", w.show_shortcuts, ["?"])
+
+    model = bar.addMenu("&Model")
+    w.train_action = _action(w, model, "&Train", w.start_training, ["Ctrl+T"])
+    w.cancel_action = _action(w, model, "&Cancel", w.cancel_job)
+    w.evaluate_action = _action(w, model, "&Evaluate…", w.show_evaluation, ["Ctrl+E"])
+
+
+def shortcut_rows(w: MainWindow) -> list[tuple[str, str, str]]:
+    """(section, keys, what) for every shortcut: the widgets' keys, then each menu action with one."""
+    rows = list(WIDGET_KEYS)
+    for menu in w.menuBar().findChildren(QMenu):
+        section = menu.title().replace("&", "")
+        for action in menu.actions():
+            keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()]
+            if keys and action.text():
+                rows.append((section, " · ".join(keys), action.text().replace("&", "").rstrip("…")))
+    return rows
+
+
+class FileDialogsMixin:
+    """The main window's File menu dialogs: pick a path, then run the window's method on it."""
+
+    def _ask_new_project(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "New project", "", f"ArtAnnot projects (*{SUFFIX})")
+        if path:
+            self.new_project(path)
+
+    def _ask_open_project(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", f"ArtAnnot projects (*{SUFFIX})")
+        if path:
+            self.open_project(path)
+
+    def _ask_import(self) -> None:
+        src = QFileDialog.getExistingDirectory(self, "Import a folder (sub-folder names become labels)")
+        if src:
+            self.import_folder(src)
+
+    def _ask_export(self, fmt: str) -> None:
+        if fmt in ("imagefolder", "voc", "yolo"):
+            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} into an empty folder")
+        else:
+            suffix = "json" if fmt == "coco" else "csv"
+            out, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", f"{fmt}.{suffix}", f"*.{suffix}")
+        if out:
+            self.export(out, fmt)

@@ -1,0 +1,305 @@
+"""Review mode: one image at a time over the current filter, decided with one key, the next one already decoded.
+
+The panel owns the queue (the grid's ids when review started) and the position in it; the window commits
+each decision and then calls `advance()`. Skips are remembered for the session so they can be revisited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent, QPixmap
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from artannot.gui.actions import SKIP_KEY, key_name
+from artannot.gui.box_editor import BoxEditor, BoxView
+from artannot.gui.image_viewer import ImageCache, PredictionBars, label_html, prediction_title
+from artannot.store import queries
+from artannot.store.repo import ClassInfo, ImageRow
+
+PREFETCH = 4  # images decoded ahead of the one on screen
+
+
+class ReviewPanel(QWidget):
+    """The review queue: big image with boxes, its label, the model's top 5, and the keys to decide."""
+
+    hotkey_pressed = Signal(str)  # a class key (or "clear") for the image on screen
+    accept_requested = Signal()  # Space: take the model's guess
+    current_changed = Signal(object)  # image id on screen, or None at the end of the queue
+    exit_requested = Signal()
+
+    def __init__(self, cache: ImageCache, rows: Callable[[int], ImageRow | None], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.cache = cache
+        self.cache.ready.connect(self._on_ready)
+        self._rows = rows
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._index = 0
+        self._row: ImageRow | None = None
+        self._boxes: list[BoxView] = []
+        self._select_box: int | None = None
+        self.skipped: list[int] = []
+        self.decided = 0
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+        self.editor = BoxEditor()
+        self.editor.pass_navigation = True
+        self.editor.hotkey_pressed.connect(self._on_editor_key)
+        self.editor.accept_requested.connect(self.accept_requested)
+        self.header = QLabel("")
+        self.header.setStyleSheet("font-size: 12pt; font-weight: bold;")
+        self.header.setWordWrap(True)
+        self.position = QLabel("")
+        self.position.setStyleSheet("color: #546e7a;")
+        self.name = QLabel("")
+        self.name.setWordWrap(True)
+        self.name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label = QLabel("")
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setWordWrap(True)
+        self.label.setStyleSheet("font-size: 11pt;")
+        self.pred_title = QLabel("Model")
+        self.pred_title.setStyleSheet("font-weight: bold; margin-top: 8px;")
+        self.bars = PredictionBars()
+        self.keys = QLabel(
+            "<b>Space</b> accept the model's guess<br><b>class key</b> set that class<br>"
+            f"<b>{SKIP_KEY.upper()}</b> skip for now<br><b>← →</b> previous / next<br>"
+            "<b>0</b> clear the label<br><b>drag</b> on the image: draw a box<br><b>Esc</b> back to the grid")
+        self.keys.setTextFormat(Qt.TextFormat.RichText)
+        self.keys.setStyleSheet("color: #37474f; background: #f5f7f8; border: 1px solid #e0e6e8;"
+                                " border-radius: 6px; padding: 8px;")
+        self.skipped_button = QPushButton("Review the skipped images")
+        self.skipped_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.skipped_button.clicked.connect(self.review_skipped)
+        self.exit_button = QPushButton("Back to the grid (Esc)")
+        self.exit_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.exit_button.clicked.connect(self.exit_requested)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setStyleSheet("color: #cfd8dc;")
+        side = QVBoxLayout()
+        side.setContentsMargins(10, 4, 4, 4)
+        for w in (self.header, self.position, line, self.name, self.label, self.pred_title, self.bars):
+            side.addWidget(w)
+        side.addStretch(1)
+        side.addWidget(self.keys)
+        side.addWidget(self.skipped_button)
+        side.addWidget(self.exit_button)
+        panel = QWidget()
+        panel.setLayout(side)
+        panel.setFixedWidth(330)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.editor, 1)
+        layout.addWidget(panel)
+
+    # ---- queue --------------------------------------------------------------------------------------
+    def start(self, ids: np.ndarray, index: int = 0, description: str = "") -> None:
+        """Review these images in order, starting at a position."""
+        self._ids = np.asarray(ids, dtype=np.int64)
+        self.skipped, self.decided = [], 0
+        self.header.setText(f"Review: {description}" if description else "Review")
+        self.go(min(max(index, 0), len(self._ids)))
+
+    def queue(self) -> np.ndarray:
+        """The ids under review, in order."""
+        return self._ids
+
+    def index(self) -> int:
+        """Position in the queue (len(queue) at the end)."""
+        return self._index
+
+    def current_id(self) -> int | None:
+        """The image on screen."""
+        return int(self._ids[self._index]) if self._index < len(self._ids) else None
+
+    def go(self, index: int) -> None:
+        """Show the image at a queue position (the end shows a summary) and decode the next ones."""
+        self._index = min(max(index, 0), len(self._ids))
+        self._update_position()
+        image_id = self.current_id()
+        if image_id is None:
+            self._row = None
+            self.editor.set_image(None, message=self._summary())
+            self.name.setText("")
+            self.label.setText("")
+            self.bars.set_predictions([])
+            self.pred_title.setText("")
+        nxt = [self._rows(int(i)) for i in self._ids[self._index + 1 : self._index + 1 + PREFETCH]]
+        self.cache.prefetch([r.path for r in nxt if r is not None])
+        self.current_changed.emit(image_id)
+
+    def advance(self) -> None:
+        """The decision is committed: on to the next image."""
+        self.decided += 1
+        self.go(self._index + 1)
+
+    def skip(self) -> None:
+        """Leave this image as it is, remember it, and move on."""
+        image_id = self.current_id()
+        if image_id is not None:
+            if image_id not in self.skipped:
+                self.skipped.append(image_id)
+            self.go(self._index + 1)
+
+    def review_skipped(self) -> None:
+        """Start again over the images skipped so far."""
+        if self.skipped:
+            self.start(np.array(self.skipped), 0, "skipped images")
+
+    def _update_position(self) -> None:
+        n = len(self._ids)
+        where = f"{min(self._index + 1, n):,} of {n:,}" if self._index < n else f"end of {n:,}"
+        self.position.setText(f"{where} · {self.decided:,} decided · {len(self.skipped):,} skipped")
+        self.skipped_button.setEnabled(bool(self.skipped))
+
+    def _summary(self) -> str:
+        return (f"End of the queue: {self.decided:,} decided, {len(self.skipped):,} skipped.\n"
+                + ("Press R to review the skipped ones, Esc to go back to the grid." if self.skipped
+                   else "Esc goes back to the grid."))
+
+    # ---- content ------------------------------------------------------------------------------------
+    def show_row(self, row: ImageRow, label: ClassInfo | None, predictions: Sequence[tuple[str, float]],
+                 colors: dict[str, str], model_id: int | None, suggested: str | None = None) -> None:
+        """What the window knows about the image on screen."""
+        new = self._row is None or self._row.id != row.id
+        self._row = row
+        self.name.setText(f"<b>{row.path.rsplit('/', 1)[-1]}</b><br><span style='color:#78909c'>{row.width} ×"
+                          f" {row.height} px · {row.split or 'no'} split</span>")
+        self.label.setText(label_html(row, label, suggested))
+        preds = list(predictions)[:5]
+        self.bars.set_predictions([(n, s, colors.get(n, "#90a4ae")) for n, s in preds])
+        self.pred_title.setText(prediction_title(row, model_id, len(preds)))
+        if new:
+            self._boxes, self._select_box = [], None
+            self._show_decoded()
+
+    def set_boxes(self, boxes: Sequence[BoxView], select: int | None = None) -> None:
+        """The boxes of the image on screen."""
+        self._boxes, self._select_box = list(boxes), select
+        if self.editor.has_image():
+            self.editor.set_boxes(self._boxes, select)
+
+    def image_ready(self) -> bool:
+        """Whether the image on screen is decoded (it appears at once when it was prefetched)."""
+        return self._row is not None and self.editor.has_image()
+
+    def _show_decoded(self) -> None:
+        row = self._row
+        if row is None:
+            return
+        image = self.cache.get(row.path)
+        if image is not None:
+            self.editor.set_image(QPixmap.fromImage(image), row.width, row.height)
+            self.editor.set_boxes(self._boxes, self._select_box)
+        elif self.cache.error(row.path):
+            self.editor.set_image(None, message=f"Cannot show this image:\n{self.cache.error(row.path)}")
+        else:
+            self.editor.set_image(None, message="loading…")
+            self.cache.request(row.path)
+
+    def _on_ready(self, path: str) -> None:
+        if self._row is not None and self._row.path == path and not self.editor.has_image():
+            self._show_decoded()
+
+    # ---- keys ---------------------------------------------------------------------------------------
+    def _on_editor_key(self, name: str) -> None:
+        if name == SKIP_KEY:
+            self.skip()
+        elif name == "r" and self.current_id() is None:
+            self.review_skipped()
+        else:
+            self.hotkey_pressed.emit(name)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key, mods = event.key(), event.modifiers()
+        name = key_name(event)
+        if name is not None:
+            self._on_editor_key(name)
+        elif mods:
+            super().keyPressEvent(event)
+        elif key == Qt.Key.Key_Space:
+            self.accept_requested.emit()
+        elif key in (Qt.Key.Key_Right, Qt.Key.Key_Down, Qt.Key.Key_PageDown):
+            self.go(self._index + 1)
+        elif key in (Qt.Key.Key_Left, Qt.Key.Key_Up, Qt.Key.Key_PageUp):
+            self.go(self._index - 1)
+        elif key == Qt.Key.Key_Home:
+            self.go(0)
+        elif key == Qt.Key.Key_End:
+            self.go(len(self._ids) - 1)
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.hotkey_pressed.emit("clear")
+        elif key == Qt.Key.Key_Escape:
+            self.exit_requested.emit()
+        else:
+            super().keyPressEvent(event)
+
+
+class ReviewModeMixin:
+    """The main window's side of review mode: switch to it, show each image, commit each decision."""
+
+    def review_mode(self) -> bool:
+        """Whether the review queue replaces the grid."""
+        return self.stack.currentWidget() is self.review
+
+    def set_review_mode(self, on: bool) -> None:
+        """Review the current filter one image at a time, from the focused image (Ctrl+R; Esc leaves)."""
+        on = bool(on) and self.project is not None and self.thumbnails.rowCount() > 0
+        if on == self.review_mode():
+            self.review_action.setChecked(on)
+            return
+        if on:
+            current = self.grid.currentIndex()
+            self.stack.setCurrentWidget(self.review)
+            self.image_dock.hide()
+            self.review.start(self.thumbnails.ids(), current.row() if current.isValid() else 0,
+                              self.filter_bar.describe())
+            self.review.setFocus()
+        else:
+            image_id = self.review.current_id()
+            self.stack.setCurrentIndex(0)
+            self.image_dock.show()
+            if image_id is not None:
+                self.grid.select_ids([image_id], image_id)
+            self.grid.setFocus()
+        self.review_action.setChecked(on)
+
+    def _show_review(self, image_id: int | None) -> None:
+        if image_id is None or self.project is None:
+            return
+        self.thumbnails.refresh([image_id])
+        row = self.thumbnails.row_by_id(image_id)
+        if row is not None:
+            self.review.show_row(row, *self._describe(row))
+            self._show_boxes(self.review.editor, image_id)
+
+    def _label_review(self, class_id: int | None) -> None:
+        image_id = self.review.current_id()
+        if self.project is None or image_id is None:
+            return
+        self._label([image_id], class_id)
+        self.review.advance()
+
+    def _on_review_key(self, key: str) -> None:
+        editor = self.review.editor
+        if editor.selected_box() is not None and key not in ("clear",):
+            info = None if key == "0" else self._class_for_key(key)
+            if info is not None or key == "0":
+                self._set_box_class(editor, editor.selected_box(), info.id if info else None)
+        elif key in ("0", "clear"):
+            self._label_review(None)
+        elif (info := self._class_for_key(key)) is not None:
+            self._label_review(info.id)
+
+    def _accept_review(self) -> None:
+        image_id = self.review.current_id()
+        if self.project is None or image_id is None:
+            return
+        guess = queries.top_classes(self.project.conn, self._model_id, [image_id]) if self._model_id else {}
+        if image_id not in guess:
+            self.statusBar().showMessage("The model has no guess for this image: press a class key", 4000)
+            return
+        self._label_review(guess[image_id])
