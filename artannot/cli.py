@@ -59,35 +59,74 @@ def cmd_init(args) -> int:
 
 
 def cmd_import(args) -> int:
-    mode = args.labels_from
-    if mode.split(":", 1)[0] in ("csv", "coco", "voc", "yolo"):
-        raise ArtAnnotError(f"--labels-from {mode.split(':', 1)[0]} is not supported yet; use folder, filename or none")
     bar = ProgressBar()
     with _open(args.project) as project:
-        report = project.import_folder(args.src, labels_from=mode, split=args.split,
+        report = project.import_folder(args.src, labels_from=args.labels_from, split=args.split,
                                        vocabulary=args.vocabulary, progress=bar)
     bar.close()
-    for rel, reason in report.failed:
-        print(f"skipped {rel}: {reason}", file=sys.stderr)
-    for rel in report.missing:
-        print(f"missing {rel}: known to the project but no longer on disk", file=sys.stderr)
+    for line in report.notes():
+        print(line, file=sys.stderr)
     print(report.summary())
     return 0
+
+
+def train_options(args) -> dict:
+    """The method options a `train` command line sets (--option KEY=VALUE values are read as JSON if they can be)."""
+    options: dict = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArtAnnotError(f"--option takes KEY=VALUE, not {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    named = {"intermediate": args.intermediate, "models": args.models, "mapping": args.mapping,
+             "budget": args.budget, "batch_size": args.batch_size, "image_size": args.image_size}
+    options.update({k: v for k, v in named.items() if v is not None})
+    if args.lr is not None:  # the pretrained layers' LR: adaptive calls it low_lr (its new layers use high_lr)
+        options["low_lr" if args.method == "adaptive" else "lr"] = args.lr
+    return options
 
 
 def cmd_train(args) -> int:
     bar = ProgressBar(enabled=None if not args.json else False)
     with _open(args.project) as project:
-        result = project.train(method=args.method, backbone=args.backbone, device=args.device,
-                               epochs=args.epochs, progress=bar)
+        result = project.train(method=args.method, backbone=args.backbone, epochs=args.epochs, device=args.device,
+                               then_svm=args.then_svm, options=train_options(args), progress=bar)
     bar.close()
     if args.json:
-        print(json.dumps({"model": result.model_id, "metrics": result.metrics, "params": result.params}))
+        print(json.dumps({"model": result.model_id, "method": result.method, "metrics": result.metrics,
+                          "params": result.params}))
     else:
         m = result.metrics
         acc = f"test top-1 {m['top1']:.1%}, top-5 {m['top5']:.1%} on {m['n']} images" if m.get("n") else "no test split"
-        print(f"model {result.model_id}: {acc}; {result.params.get('kernel')} SVM C={result.params.get('C')}"
-              f" ({result.seconds:.1f}s)")
+        print(f"model {result.model_id}: {acc}; {result.params.get('summary', result.method)} ({result.seconds:.1f}s)")
+        if "auto" in result.params:
+            print(f"auto chose {result.params['auto']['reason']}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    with _open(args.project) as project:
+        models = project.models()
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    if not models:
+        print("no trained model yet: run `artannot train` first")
+        return 0
+
+    def pct(v) -> str:
+        return f"{v:6.1%}" if isinstance(v, (int, float)) else "     -"
+
+    print(f"{'id':>4}  {'method':<20} {'backbone':<20} {'top-1':>6} {'top-5':>6} {'F1':>6} {'n':>5} {'epochs':>6}"
+          f" {'time':>7}  created")
+    for m in models:
+        method = m["method"] + (f" ({m['chosen']})" if m.get("chosen") else "")
+        secs = f"{m['seconds']:6.0f}s" if m.get("seconds") is not None else "      -"
+        print(f"{m['id']:>4}  {method:<20} {m['backbone']:<20} {pct(m['top1'])} {pct(m['top5'])}"
+              f" {pct(m['macro_f1'])} {m['n'] or 0:>5} {m['epochs'] or '-':>6} {secs}  {m['created_at'][:16]}")
     return 0
 
 
@@ -136,6 +175,98 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_suspects(args) -> int:
+    with _open(args.project) as project:
+        found = project.suspects(args.top, model_id=args.model)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in found]))
+        return 0
+    if not found:
+        print("no labelled image was scored by this model (train on labelled images first)")
+        return 0
+    print(f"{'rank':>5} {'score':>5}  {'label':<16} {'model says':<16} path")
+    for s in found:
+        mark = "!" if s.flagged else " "
+        note = "" if s.reliable else "  (scored by a model trained on it)"
+        print(f"{s.rank:>5} {s.score:5.2f}{mark} {s.label or '-':<16} {s.suggested or '-':<16} {s.path}{note}")
+    return 0
+
+
+def cmd_saliency(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from artannot.data.images import load_image
+    from artannot.ml.saliency import overlay
+
+    if not args.out.lower().endswith(".png"):
+        raise ArtAnnotError(f"--out must name a .png file, not {args.out}")
+    image = Path(args.image)
+    target: int | Path = int(args.image) if args.image.isdigit() and not image.exists() else image
+    with _open(args.project) as project:
+        result = project.saliency(target, method=args.method, model_id=args.model, class_name=args.class_name,
+                                  device=args.device)
+        path = target if isinstance(target, Path) else _image_path(project, target)
+    original = load_image(path)
+    original.thumbnail((1024, 1024))
+    heat = Image.fromarray(result.heatmap, mode="F").resize(original.size, Image.Resampling.BILINEAR)
+    picture = overlay(original, np.asarray(heat), args.alpha, args.colormap)
+    _save_png(picture, args.out)
+    top = ", ".join(f"{name} {p:.0%}" for name, p in result.top[:3])
+    print(f"{result.title}; top: {top} -> {args.out}")
+    return 0
+
+
+def _image_path(project, image_id: int) -> Path:
+    from artannot.store import repo
+
+    return repo.image_path(project.conn, image_id)
+
+
+def _save_png(picture, out: str) -> None:
+    import io
+
+    from artannot.store.files import atomic_write_bytes
+
+    if not out.lower().endswith(".png"):
+        raise ArtAnnotError(f"--out must name a .png file, not {out}")
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    atomic_write_bytes(Path(out), buf.getvalue())
+
+
+def cmd_embed(args) -> int:
+    from artannot.ml.embedding import draw_map
+    from artannot.store import repo
+
+    if not args.out.lower().endswith((".png", ".csv")):
+        raise ArtAnnotError(f"--out must name a .png or .csv file, not {args.out}")
+    bar = ProgressBar()
+    with _open(args.project) as project:
+        emb = project.embedding(model_id=args.model, progress=bar)
+        rows = {r.id: r for r in project.images()}
+        classes = project.classes()
+        names = repo.class_names(project.conn)
+    bar.close()
+    colour = {c.id: c.color for c in classes}
+    picked = [rows[i] for i in emb.image_ids.tolist()]
+    if args.out.lower().endswith(".csv"):
+        from artannot.data.export import write_csv
+
+        write_csv(Path(args.out), ["image_id", "x", "y", "label", "prediction", "path"],
+                  [[r.id, f"{x:.5f}", f"{y:.5f}", names.get(r.class_id, ""), names.get(r.pred_class_id, ""), r.path]
+                   for r, (x, y) in zip(picked, emb.xy.tolist(), strict=True)])
+    else:
+        key = "pred_class_id" if args.color == "prediction" else "class_id"
+        dots = [colour.get(getattr(r, key), "#b0bec5") for r in picked]
+        legend = [(c.name, c.color) for c in classes] + [("unlabelled", "#b0bec5")]
+        title = f"t-SNE of {len(picked):,} images, coloured by {args.color} - {emb.description}"
+        _save_png(draw_map(emb.xy, dots, legend, title=title), args.out)
+    source = "cache" if emb.cached else emb.engine
+    print(f"mapped {len(picked):,} images ({source}, {emb.seconds:.1f}s) -> {args.out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     bar = ProgressBar()
     with _open(args.project) as project:
@@ -164,19 +295,38 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import", help="add a folder of images to a project")
     s.add_argument("project")
     s.add_argument("src")
-    s.add_argument("--labels-from", default="folder", help="folder | filename | none")
+    s.add_argument("--labels-from", default="folder",
+                   help="folder | filename | none | csv:FILE | coco:FILE | voc:DIR | yolo:DIR | labelme:DIR")
     s.add_argument("--split", default="auto", choices=["train", "test", "auto"])
     s.add_argument("--vocabulary", help="class names for --labels-from filename, one per line")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("train", help="train a model on the curated labels")
     s.add_argument("project")
-    s.add_argument("--method", default="svm")
+    s.add_argument("--method", default="svm", metavar="svm|linear|finetune|adaptive|frozen|double|ensemble|baseline|auto",
+                   help="svm/linear: classifier on ImageNet features; finetune/adaptive/frozen/double: train the"
+                        " network; ensemble: average --models; baseline: ImageNet classes via --mapping;"
+                        " auto: pick by accuracy within --budget")
     s.add_argument("--backbone", default="efficientnet_lite0")
     s.add_argument("--epochs", type=int)
     s.add_argument("--device", default="auto")
+    s.add_argument("--then-svm", action="store_true", help="after training a network, an SVM on its features")
+    s.add_argument("--intermediate", metavar="PROJECT", help="double: the project to fine-tune on first")
+    s.add_argument("--models", metavar="ID,ID", help="ensemble: the models to average")
+    s.add_argument("--mapping", metavar="FILE", help="baseline: project class -> ImageNet categories (JSON/CSV)")
+    s.add_argument("--budget", type=float, metavar="SECONDS", help="auto: time budget (default 600)")
+    s.add_argument("--lr", type=float, help="learning rate of the pretrained layers")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--image-size", type=int, help="train and predict at this input side (default: the backbone's)")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="any method setting, e.g. high_lr=0.01, low_groups=2, freeze=4, schedule=step, patience=5")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("models", help="the project's trained models side by side")
+    s.add_argument("project")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("evaluate", help="top-1/top-5 of a model on a split")
     s.add_argument("project")
@@ -191,11 +341,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("suspects", help="images whose label is most likely wrong, by the latest model")
+    s.add_argument("project")
+    s.add_argument("--top", type=int, default=50, help="how many to list (default 50)")
+    s.add_argument("--model", type=int, help="model id (default: the latest)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_suspects)
+
     s = sub.add_parser("export", help="write the curated set or predictions")
     s.add_argument("project")
     s.add_argument("out")
-    s.add_argument("--format", required=True, choices=["imagefolder", "csv", "predictions"])
+    s.add_argument("--format", required=True, choices=["imagefolder", "csv", "coco", "voc", "yolo", "labelme",
+                                                       "predictions", "predictions-json"])
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("saliency", help="where a model looks in one image (Grad-CAM or VisualBackProp), as a PNG")
+    s.add_argument("project")
+    s.add_argument("image", help="an image file, or the id of a project image")
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--method", default="gradcam", choices=["gradcam", "vbp"])
+    s.add_argument("--model", type=int, help="stored model id (default: the newest; none trained: ImageNet)")
+    s.add_argument("--class", dest="class_name", help="class to explain (default: the predicted one)")
+    s.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map, 0..1")
+    s.add_argument("--colormap", default="jet", choices=["jet", "inferno", "viridis", "grey"])
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_saliency)
+
+    s = sub.add_parser("embed", help="t-SNE map of the collection in a model's feature space, as PNG or CSV")
+    s.add_argument("project")
+    s.add_argument("--out", required=True, help="PNG picture or CSV (image_id, x, y, label, prediction, path)")
+    s.add_argument("--model", type=int, help="stored model id (default: the newest; none trained: ImageNet)")
+    s.add_argument("--color", default="label", choices=["label", "prediction"])
+    s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("gui", help="open the app (the default)")
     s.add_argument("project", nargs="?")

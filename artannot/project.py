@@ -13,22 +13,41 @@ from artannot.errors import ArtAnnotError, ModelError, ProjectError
 from artannot.store import labels as label_store
 from artannot.store import repo
 from artannot.store.db import connect
+from artannot.store.lock import ProjectLock
 
 Progress = Callable[[int, int, str], None]
 SUFFIX = ".artannot"
-METHODS = ("svm",)
+METHODS = ("svm", "linear", "finetune", "adaptive", "frozen", "double", "ensemble", "baseline", "auto")
 
 
 class Project:
     """One open project file, used from one thread (open another Project per thread)."""
 
-    def __init__(self, path: str | Path, *, create: bool = False):
+    def __init__(self, path: str | Path, *, create: bool = False, exclusive: bool = False):
+        """Open (or create) a project; exclusive=True, for the app window, refuses a second app on it.
+
+        Other processes (the CLI, scripts) may use the project at the same time: see store/lock.py.
+        """
         self.path = Path(path).expanduser().resolve()
         if create and self.path.suffix != SUFFIX:
             raise ProjectError(f"project files end in {SUFFIX}: try {self.path.with_suffix(SUFFIX).name}")
-        self.conn = connect(self.path, create=create)
-        self.cache_dir = self.path.with_name(self.path.name + ".d")
-        self.cache_dir.mkdir(exist_ok=True)
+        self._lock: ProjectLock | None = None
+        conn = None
+        try:
+            if exclusive and not create and self.path.exists():
+                self._lock = ProjectLock(self.path)  # before any upgrade: the other window may be older
+            conn = connect(self.path, create=create)
+            if exclusive and self._lock is None:
+                self._lock = ProjectLock(self.path)
+            self.cache_dir = self.path.with_name(self.path.name + ".d")
+            self.cache_dir.mkdir(exist_ok=True)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self.conn = conn
 
     @classmethod
     def create(cls, path: str | Path) -> Project:
@@ -36,8 +55,10 @@ class Project:
         return cls(path, create=True)
 
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close this thread's connection (and let another app window open the project)."""
         self.conn.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Project:
         return self
@@ -49,15 +70,40 @@ class Project:
     def import_folder(self, src: str | Path, *, labels_from: str = "folder", split: str = "auto",
                       vocabulary: str | Path | None = None, progress: Progress | None = None,
                       cancel: threading.Event | None = None):
-        """Add a folder's images with labels from folder names, file names, or none."""
-        from artannot.data.importer import import_folder
+        """Add a folder's images with labels from folder names, file names, none, or a label file
+        (`csv:FILE`, `coco:FILE`, `voc:DIR`, `yolo:DIR`, `labelme:DIR`: labels, boxes and splits)."""
+        from artannot.data.formats import READERS, read_annotations
+        from artannot.data.importer import import_annotations, import_folder
         from artannot.data.rules import Vocabulary
 
         vocab = Vocabulary.from_file(vocabulary) if vocabulary else None
+        kind, _, arg = labels_from.partition(":")
+        if kind in READERS:
+            if not arg:
+                what = "FILE" if kind in ("csv", "coco") else "DIR"
+                raise ArtAnnotError(f"--labels-from {kind} needs its label file: {kind}:{what}")
+            if not Path(src).expanduser().is_dir():
+                raise ArtAnnotError(f"{src} is not a folder of images")
+            annotations = read_annotations(kind, arg, src)  # every check before the first write
+            return import_annotations(self.conn, src, annotations, vocabulary=vocab, split=split,
+                                      description=f"labels from {kind} {Path(arg).name}", progress=progress,
+                                      cancel=cancel)
         if vocab is not None:
             repo.ensure_classes(self.conn, vocab.classes)
         return import_folder(self.conn, src, labels_from=labels_from, vocabulary=vocab, split=split,
                              progress=progress, cancel=cancel)
+
+    def set_split(self, image_ids: Sequence[int], split: str) -> int:
+        """Move images to train, val or test (committed at once); returns how many changed."""
+        from artannot.data.splits import set_split
+
+        return set_split(self.conn, image_ids, split)
+
+    def resplit(self, test: float = 0.2, val: float = 0.0) -> dict[str, int]:
+        """Re-draw all splits, stratified by label and deterministic; returns each split's size."""
+        from artannot.data.splits import resplit
+
+        return resplit(self.conn, test=test, val=val)
 
     # ---- labels -----------------------------------------------------------------------------------
     def classes(self) -> list[repo.ClassInfo]:
@@ -106,15 +152,28 @@ class Project:
             raise ModelError(f"no model with id {model_id} in this project")
         return row
 
-    def train(self, *, method: str = "svm", backbone: str = "efficientnet_lite0", device: str = "auto",
-              epochs: int | None = None, progress: Progress | None = None,
-              cancel: threading.Event | None = None):
-        """Train on the labelled train split, store the model, predict every image, evaluate on test."""
-        from artannot.ml.training import train_features_svm
+    def train(self, *, method: str = "svm", backbone: str = "efficientnet_lite0", epochs: int | None = None,
+              device: str = "auto", then_svm: bool = False, options: dict | None = None,
+              progress: Progress | None = None, cancel: threading.Event | None = None):
+        """Train on the labelled train split, store the model, predict every image, evaluate on test.
+
+        method is one of METHODS (see ml/methods.py); options holds the method's settings (learning rates,
+        layer groups, --models, --mapping, --intermediate, the auto time budget...). Returns a TrainResult
+        (None only in the non-zero processes of a torchrun job).
+        """
+        from artannot.ml.methods import TrainRequest
+        from artannot.ml.methods import train as run_method
 
         if method not in METHODS:
-            raise ModelError(f"--method {method} is not available yet; choose one of: {', '.join(METHODS)}")
-        return train_features_svm(self.conn, self.cache_dir, backbone=backbone, device=device, progress=progress, cancel=cancel)
+            raise ModelError(f"unknown --method {method}; choose one of: {', '.join(METHODS)}")
+        request = TrainRequest(method, backbone=backbone, epochs=epochs, then_svm=then_svm, options=dict(options or {}))
+        return run_method(self.conn, self.cache_dir, request, device=device, progress=progress, cancel=cancel)
+
+    def models(self) -> list[dict]:
+        """Every trained model with its method, backbone and test scores, oldest first (to compare them)."""
+        from artannot.ml.training import list_models
+
+        return list_models(self.conn)
 
     def evaluate(self, model_id: int | None = None, split: str | None = "test") -> dict:
         """Top-1/top-5, per class and confusion of a model's stored predictions on a split."""
@@ -136,30 +195,93 @@ class Project:
                       ) -> list[tuple[str, list[tuple[str, float]]]]:
         """Top-k (class, score) of image files that need not be in the project."""
         from artannot.data.images import sha256_file
-        from artannot.ml.classifiers import SVMClassifier
-        from artannot.ml.features import FeatureCache, extract_features
+        from artannot.ml.device import select_runtime
+        from artannot.ml.methods import score_model
 
         row = self._model(model_id)
-        clf = SVMClassifier.load(row["checkpoint"])
         items = []
         for p in paths:
             try:
                 items.append((str(p), sha256_file(p)))
             except OSError as exc:
                 raise ArtAnnotError(f"cannot read {p}: {exc.strerror or exc}") from None
-        cache = FeatureCache(self.feature_cache_path)
-        try:
-            feats, ok = extract_features(items, backbone=row["backbone"], cache=cache, progress=progress,
-                                         cancel=cancel)
-        finally:
-            cache.close()
+        proba, class_ids, ok = score_model(self.conn, self.cache_dir, row, items, select_runtime("auto"),
+                                           progress=progress, cancel=cancel)
         names = repo.class_names(self.conn)
-        proba = clf.predict_proba(feats)
         out = []
         for (path, _), p, good in zip(items, proba, ok, strict=False):
-            order = np.argsort(-p)[:top] if good else []
-            out.append((path, [(names[int(clf.classes_[k])], float(p[k])) for k in order]))
+            order = np.argsort(-p, kind="stable")[:top] if good else []
+            out.append((path, [(names[class_ids[k]], float(p[k])) for k in order]))
         return out
+
+    # ---- suspects ---------------------------------------------------------------------------------
+    def suspects(self, top: int | None = 50, *, model_id: int | None = None, flagged_only: bool = False):
+        """Images whose label a model finds most likely wrong, most suspect first (see ml/suspects.py)."""
+        from artannot.store.queries import top_suspects
+
+        if top is not None and top < 1:
+            raise ArtAnnotError("--top must be at least 1")
+        return top_suspects(self.conn, self._model(model_id)["id"], top, flagged_only=flagged_only)
+
+    # ---- insights (saliency, map, similar images) -------------------------------------------------
+    def _insight_model(self, model_id: int | None, backbone: str | None) -> int | None:
+        """model_id, else the newest explainable model, else None (the ImageNet backbone); backbone forces ImageNet."""
+        from artannot.ml.saliency import default_model
+
+        if model_id is not None or backbone is not None:
+            return model_id
+        return default_model(self.conn)
+
+    def saliency(self, image: int | str | Path, *, method: str = "gradcam", model_id: int | None = None,
+                 backbone: str | None = None, class_name: str | None = None, device: str = "auto"):
+        """Where a model looks in one image (a project image id or a file): a SaliencyMap (Grad-CAM or VBP)."""
+        from artannot.data.images import load_image
+        from artannot.ml.device import select_runtime
+        from artannot.ml.saliency import explain, load_explainer, model_source
+
+        if isinstance(image, int):
+            if self.conn.execute("SELECT 1 FROM images WHERE id = ?", (image,)).fetchone() is None:
+                raise ArtAnnotError(f"no image with id {image} in this project")
+            image = repo.image_path(self.conn, image)
+        picture = load_image(image)
+        source = model_source(self.conn, self._insight_model(model_id, backbone), backbone or "efficientnet_lite0")
+        explainer = load_explainer(self.conn, source)
+        k = None
+        if class_name is not None:
+            if class_name not in explainer.class_names:
+                raise ModelError(f"class {class_name!r} is not one of the model's classes: "
+                                 f"{', '.join(explainer.class_names[:20])}")
+            k = explainer.class_names.index(class_name)
+        return explain(explainer, picture, method=method, class_index=k, device=select_runtime(device).device)
+
+    def embedding(self, *, model_id: int | None = None, backbone: str | None = None,
+                  progress: Progress | None = None, cancel: threading.Event | None = None):
+        """The t-SNE map of every image in a model's feature space (cached per model and image set)."""
+        from artannot.ml.embedding import collection_embedding
+
+        return collection_embedding(self.conn, self.cache_dir, self._insight_model(model_id, backbone),
+                                    progress=progress, cancel=cancel)
+
+    def similar(self, image_id: int, *, k: int = 12, mode: str = "cosine", model_id: int | None = None,
+                backbone: str | None = None, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> list[tuple[int, float]]:
+        """"More like this": (image id, cosine similarity or Hamming distance) of the k nearest images."""
+        from artannot.ml.embedding import cosine_knn, hamming_knn, hash_codes, model_features
+
+        images = repo.all_images(self.conn)
+        feats, ok, _ = model_features(self.conn, self.cache_dir, self._insight_model(model_id, backbone),
+                                      [(p, sha) for _, p, sha in images], progress=progress, cancel=cancel)
+        ids = [i for (i, _, _), good in zip(images, ok, strict=True) if good]
+        if image_id not in ids:
+            raise ArtAnnotError(f"image {image_id} is not in the project or cannot be read")
+        q = ids.index(image_id)
+        if mode == "hamming":
+            idx, dist = hamming_knn(hash_codes(feats[ok]), [q], k)
+        elif mode == "cosine":
+            idx, dist = cosine_knn(feats[ok], [q], k)
+        else:
+            raise ArtAnnotError(f"similarity mode must be cosine or hamming, not {mode!r}")
+        return [(ids[j], float(d)) for j, d in zip(idx[0], dist[0], strict=True)]
 
     # ---- export -----------------------------------------------------------------------------------
     def export(self, out: str | Path, fmt: str, *, progress: Progress | None = None) -> int:

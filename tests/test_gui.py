@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QApplication
 
 from artannot.gui.app import binding_problem, run_gui
 from artannot.gui.main_window import MainWindow
@@ -237,17 +239,46 @@ def test_run_gui_without_a_display_prints_a_hint(monkeypatch, capsys):
     assert "no display" in capsys.readouterr().err
 
 
-def test_run_gui_reports_a_missing_project_and_exits(qtbot, tmp_path):
-    seen: list[str | None] = []
+LAUNCH = """
+import sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from artannot.gui.app import run_gui
+from artannot.gui.main_window import MainWindow
 
-    def close_all() -> None:
-        for widget in QApplication.topLevelWidgets():
-            if isinstance(widget, MainWindow):
-                seen.append(widget.last_error)
-                widget.close()
-                widget.deleteLater()
-        QApplication.instance().quit()
+def report_and_quit():
+    for w in QApplication.topLevelWidgets():
+        if isinstance(w, MainWindow):
+            print("TITLE", w.windowTitle())
+            print("ERROR", w.last_error)
+            print("IMAGES", 0 if w.project is None else len(w.project.images()))
+            w.confirm_close = lambda: True
+            w.close()
+    QApplication.instance().quit()
 
-    QTimer.singleShot(300, close_all)
-    assert run_gui(str(tmp_path / "missing.artannot")) == 0
-    assert seen and "No project at" in seen[0]
+app = QApplication(sys.argv[:1])
+QTimer.singleShot(1500, report_and_quit)
+sys.exit(run_gui(sys.argv[1]))
+"""
+
+
+def _launch(project: Path, tmp_path: Path) -> dict[str, str]:
+    """Run the real app entry point in its own process (own event loop, own settings folder)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", LAUNCH, str(project)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+
+
+def test_run_gui_opens_a_project_in_a_real_app(tmp_path, demo_project):
+    seen = _launch(demo_project, tmp_path)
+    assert Path(demo_project).stem in seen["TITLE"] and seen["ERROR"] == "None"
+    assert int(seen["IMAGES"]) == N_IMAGES
+
+
+def test_run_gui_reports_a_missing_project_and_exits(tmp_path):
+    seen = _launch(tmp_path / "missing.artannot", tmp_path)
+    assert "No project at" in seen["ERROR"]
+

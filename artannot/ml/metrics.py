@@ -1,4 +1,4 @@
-"""Top-k accuracy overall and per class, and the confusion matrix, in the CLI's JSON shape."""
+"""Top-k accuracy overall and per class, confusion matrix, macro-F1, and average precision for tags."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def evaluate_ranked(
     truth: Mapping[int, int], ranked: Mapping[int, Sequence[int]], class_ids: Sequence[int],
     names: Mapping[int, str],
 ) -> dict:
-    """Scores of ranked predictions against true labels: {"top1", "top5", "n", "per_class", "confusion"}.
+    """Scores of ranked predictions against true labels: {"top1", "top5", "n", "per_class", "confusion", "macro_f1"}.
 
     Images without predictions count as wrong; the confusion matrix's rows are true classes and its
     columns predicted classes, both in class_ids order (the same order as "classes" in the result).
@@ -43,4 +43,48 @@ def evaluate_ranked(
         },
         "classes": [names[c] for c in class_ids],
         "confusion": confusion.tolist(),
+        "macro_f1": macro_f1(confusion),
+        "per_class_f1": dict(zip((names[c] for c in class_ids), f1_per_class(confusion).tolist(), strict=True)),
     }
+
+
+def f1_per_class(confusion: np.ndarray) -> np.ndarray:
+    """F1 of each class from a confusion matrix (rows true, columns predicted); 0 where undefined."""
+    cm = np.asarray(confusion, dtype=float)
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1)  # predicted + true = 2tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes that occur in the truth (rare classes count as much as common)."""
+    cm = np.asarray(confusion, dtype=float)
+    present = cm.sum(1) > 0
+    return float(f1_per_class(cm)[present].mean()) if present.any() else 0.0
+
+
+def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve of one tag, as the mean precision at each true positive.
+
+    NaN when the tag has no positive example (its AP is undefined, not zero). Tied scores are ranked
+    pessimistically (negatives first), so a constant score earns no more than the tag's frequency.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(scores, dtype=float).ravel()
+    if not y.any():
+        return float("nan")
+    order = np.lexsort((y, -s))  # by score descending; among ties, negatives before positives
+    hits = y[order]
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision_at[hits].mean())
+
+
+def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray, names: Sequence[str] | None = None) -> dict:
+    """Average precision per tag and their mean over tags with at least one positive: {"map", "per_tag"}."""
+    Y = np.asarray(Y_true)
+    S = np.asarray(scores, dtype=float)
+    names = list(names) if names is not None else [str(k) for k in range(Y.shape[1])]
+    per = {name: average_precision(Y[:, k], S[:, k]) for k, name in enumerate(names)}
+    defined = [v for v in per.values() if not np.isnan(v)]
+    return {"map": float(np.mean(defined)) if defined else 0.0,
+            "per_tag": {k: (None if np.isnan(v) else v) for k, v in per.items()}}

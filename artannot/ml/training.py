@@ -1,22 +1,26 @@
-"""The train use case: features of labelled images, an SVM on them, predictions for every image."""
+"""The train use case's shared ends: what to train on, and storing a finished run.
+
+Every method (ml/methods.py) gathers its data with `gather`, scores every image, and hands an `Outcome` to
+`store_outcome`, the one code path that writes a model row, its top-5 predictions for every image and its
+metrics (test top-1/top-5, per class, confusion, macro-F1, training curves) in one transaction: a model
+appears complete or not at all, and a cancelled run leaves nothing behind.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from artannot.errors import ModelError
-from artannot.ml.classifiers import SVMClassifier
-from artannot.ml.device import select_runtime
-from artannot.ml.features import FeatureCache, extract_features
+from artannot.errors import Cancelled, ModelError
 from artannot.ml.metrics import evaluate_ranked
+from artannot.ml.suspects import store_suspects
 from artannot.store import repo
 from artannot.store.db import write
 from artannot.store.labels import TRAINABLE_SOURCES
@@ -33,50 +37,148 @@ class TrainResult:
     metrics: dict
     params: dict
     seconds: float
+    method: str = "svm"
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The labelled train images, every image to predict, the test truth and the class names."""
+
+    train: list[tuple[int, str, str, int]]  # (image id, path, sha256, class id)
+    val: list[tuple[int, str, str, int]]  # images the curator put in a 'val' split (often none)
+    everything: list[tuple[int, str, str]]  # (image id, path, sha256)
+    test: dict[int, int]  # image id -> class id
+    names: dict[int, str]
+
+    @property
+    def items(self) -> list[tuple[str, str]]:
+        """(path, sha256) of every image, in `everything` order."""
+        return [(p, sha) for _, p, sha in self.everything]
+
+    @property
+    def class_ids(self) -> list[int]:
+        """The classes the training labels use, sorted."""
+        return sorted({c for *_, c in self.train})
+
+    def rows_of(self, images: list[tuple[int, str, str, int]]) -> list[int]:
+        """Row numbers in `everything` of labelled images (images missing from disk are dropped)."""
+        row = {image_id: k for k, (image_id, _, _) in enumerate(self.everything)}
+        return [row[i] for i, *_ in images if i in row]
+
+
+def gather(conn: sqlite3.Connection) -> TrainData:
+    """Read the labelled splits and every image; refuse training on fewer than two classes."""
+    train = repo.labelled_images(conn, "train", TRAINABLE_SOURCES)
+    if len({c for *_, c in train}) < 2:
+        raise ModelError("label images of at least two classes in the train split before training")
+    return TrainData(
+        train=train,
+        val=repo.labelled_images(conn, "val", TRAINABLE_SOURCES),
+        everything=repo.all_images(conn),
+        test={i: c for i, _, _, c in repo.labelled_images(conn, "test", TRAINABLE_SOURCES)},
+        names=repo.class_names(conn),
+    )
+
+
+def labelled_xy(data: TrainData, feats: np.ndarray, ok: np.ndarray,
+                images: list[tuple[int, str, str, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and class ids of labelled images whose features could be computed."""
+    images = data.train if images is None else images
+    row = {image_id: k for k, (image_id, _, _) in enumerate(data.everything)}
+    pairs = [(row[i], c) for i, _, _, c in images if i in row and ok[row[i]]]
+    if not pairs:
+        raise ModelError("none of the labelled images could be read")
+    rows, y = zip(*pairs, strict=True)
+    return feats[list(rows)], np.array(y)
+
+
+@dataclass
+class Outcome:
+    """A finished run before storing: scores of every image over class_ids, and how it was made."""
+
+    method: str
+    backbone: str
+    class_ids: list[int]
+    scores: np.ndarray  # len(everything) × len(class_ids), rows sum to 1 (or per-class in [0, 1])
+    ok: np.ndarray  # rows whose image could be read
+    params: dict
+    checkpoint: str | None = None
+    curves: list[dict] = field(default_factory=list)
+    extra_metrics: dict = field(default_factory=dict)
+    oof_scores: np.ndarray | None = None  # out-of-fold scores of training images (NaN rows elsewhere)
+
+
+def ranked_rows(everything: list[tuple[int, str, str]], scores: np.ndarray, ok: np.ndarray,
+                class_ids: list[int], k: int = TOP_K) -> tuple[dict[int, list[int]], list[tuple]]:
+    """Top-k class ids per image, and the (image id, rank, class id, score) rows to store."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ranked: dict[int, list[int]] = {}
+    rows: list[tuple] = []
+    for r, (image_id, _, _) in enumerate(everything):
+        if not ok[r]:
+            continue
+        ranked[int(image_id)] = [class_ids[j] for j in order[r]]
+        rows += [(int(image_id), rank + 1, class_ids[j], float(scores[r, j])) for rank, j in enumerate(order[r])]
+    return ranked, rows
+
+
+def store_outcome(conn: sqlite3.Connection, data: TrainData, outcome: Outcome, *, started: float,
+                  progress: Progress | None = None, cancel: threading.Event | None = None) -> TrainResult:
+    """Evaluate on the test split and write model + predictions + metrics in one transaction."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("training cancelled")
+    ranked, rows = ranked_rows(data.everything, outcome.scores, outcome.ok, outcome.class_ids)
+    metrics = evaluate_ranked(data.test, ranked, outcome.class_ids, data.names) if data.test else {}
+    seconds = time.perf_counter() - started
+    metrics.update(outcome.extra_metrics, seconds=seconds)
+    if outcome.curves:
+        metrics["curves"] = outcome.curves
+    params = json.loads(json.dumps(outcome.params, default=_jsonable))  # fail here, not inside the transaction
+    if progress is not None:
+        progress(1, 1, "saving predictions")
+    with write(conn):  # the model appears complete, with its predictions, or not at all
+        model_id = repo.add_model(conn, backbone=outcome.backbone, method=outcome.method,
+                                  classes=outcome.class_ids, params=params)
+        repo.write_predictions(conn, model_id, rows)
+        fields = {"metrics": metrics} | ({"checkpoint": outcome.checkpoint} if outcome.checkpoint else {})
+        repo.update_model(conn, model_id, **fields)
+        store_suspects(conn, model_id, data, outcome)  # labels most likely wrong, by this model
+    return TrainResult(model_id, metrics, params, seconds, outcome.method)
+
+
+def _jsonable(value):
+    """numpy scalars and arrays, and paths, as JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def list_models(conn: sqlite3.Connection) -> list[dict]:
+    """Every stored model with its headline numbers, oldest first (the `models` command's table)."""
+    out = []
+    for r in conn.execute("SELECT id, backbone, method, params, metrics, checkpoint, created_at FROM models"
+                          " ORDER BY id"):
+        params, metrics = json.loads(r["params"] or "{}"), json.loads(r["metrics"] or "{}")
+        out.append({
+            "id": r["id"], "method": r["method"], "backbone": r["backbone"], "created_at": r["created_at"],
+            "chosen": params.get("chosen"), "summary": params.get("summary", ""),
+            "top1": metrics.get("top1"), "top5": metrics.get("top5"), "macro_f1": metrics.get("macro_f1"),
+            "n": metrics.get("n"), "seconds": metrics.get("seconds"), "epochs": len(metrics.get("curves", [])),
+            "checkpoint": r["checkpoint"],
+        })
+    return out
 
 
 def train_features_svm(
     conn: sqlite3.Connection, cache_dir: Path, *, backbone: str = "efficientnet_lite0", device: str = "auto",
     progress: Progress | None = None, cancel: threading.Event | None = None,
 ) -> TrainResult:
-    """Deep features + SVM (Lagunas & Garces): the model is stored only once it is complete."""
-    start = time.perf_counter()
-    runtime = select_runtime(device)
-    train = repo.labelled_images(conn, "train", TRAINABLE_SOURCES)
-    if len({c for *_, c in train}) < 2:
-        raise ModelError("label images of at least two classes in the train split before training")
-    everything = repo.all_images(conn)
-    cache = FeatureCache(cache_dir / "features.sqlite")
-    try:
-        feats, ok = extract_features([(p, sha) for _, p, sha in everything], backbone=backbone, cache=cache,
-                                     runtime=runtime, progress=progress, cancel=cancel)
-    finally:
-        cache.close()
-    row_of = {image_id: k for k, (image_id, _, _) in enumerate(everything)}
-    idx = [row_of[i] for i, *_ in train if i in row_of and ok[row_of[i]]]
-    y = np.array([c for i, _, _, c in train if i in row_of and ok[row_of[i]]])
-    clf = SVMClassifier().fit(feats[idx], y, progress=progress, cancel=cancel)
+    """Deep features + SVM (Lagunas & Garces); kept for callers of the first API: methods.train('svm')."""
+    from artannot.ml.methods import TrainRequest, train
 
-    params = {**clf.params(), "runtime": runtime.describe, "n_train": len(idx)}
-    class_ids = [int(c) for c in clf.classes_]
-    checkpoint = cache_dir / "models" / f"svm-{backbone}-{uuid.uuid4().hex[:12]}.npz"
-    clf.save(checkpoint)
-    proba = clf.predict_proba(feats)
-    order = np.argsort(-proba, axis=1)[:, :TOP_K]
-    ranked = {int(everything[r][0]): [class_ids[k] for k in order[r]] for r in range(len(everything)) if ok[r]}
-    test = {i: c for i, _, _, c in repo.labelled_images(conn, "test", TRAINABLE_SOURCES)}
-    metrics = evaluate_ranked(test, ranked, class_ids, repo.class_names(conn)) if test else {}
-    seconds = time.perf_counter() - start
-    metrics.update(seconds=seconds, cv_top1=clf.cv_top1_)
-    rows = [
-        (image_id, rank + 1, class_ids[k], float(proba[r, k]))
-        for r, (image_id, _, _) in enumerate(everything) if ok[r]
-        for rank, k in enumerate(order[r])
-    ]
-    if progress is not None:
-        progress(1, 1, "saving predictions")
-    with write(conn):  # the model appears complete, with its predictions, or not at all
-        model_id = repo.add_model(conn, backbone=backbone, method="svm", classes=class_ids, params=params)
-        repo.write_predictions(conn, model_id, rows)
-        repo.update_model(conn, model_id, checkpoint=str(checkpoint), metrics=metrics)
-    return TrainResult(model_id, metrics, params, seconds)
+    return train(conn, cache_dir, TrainRequest("svm", backbone=backbone), device=device, progress=progress,
+                 cancel=cancel)

@@ -1,0 +1,485 @@
+"""The fine-tuning loop every network method shares (finetune, adaptive, frozen, double, training/ddp.py).
+
+`fit` trains a network from networks.build_network following a layer plan (networks.layer_plan: LR,
+re-initialization or freezing per layer group) with augmentation, mixed precision (CUDA fp16 with a
+GradScaler, CPU bf16 where the CPU has it), a cosine or step schedule and early stopping on a validation
+split; it checks `cancel` every batch and reports `progress(done, total, stage)`. Images are decoded once
+and kept (shrunk) in memory; workers crop and flip them as uint8 and the device converts and normalizes,
+which moves 4x fewer bytes per image. Under torchrun it runs as DistributedDataParallel: the same function,
+sharded data, metrics reduced across processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import transforms as T
+
+from artannot.data.images import load_image
+from artannot.errors import ArtAnnotError, Cancelled, ModelError
+from artannot.ml.backbones import BackboneSpec, build_transform
+from artannot.ml.device import Runtime
+from artannot.ml.networks import (  # noqa: F401  (re-exported: the fine-tuning API in one import)
+    DEFAULTS,
+    GroupPlan,
+    build_network,
+    head_scores,
+    layer_plan,
+    load_network,
+    network_features,
+    reinitialize,
+    replace_head,
+    save_network,
+    sized_spec,
+)
+
+Progress = Callable[[int, int, str], None]
+Target = int | np.ndarray  # a class index, or a multi-hot vector for tags
+
+
+# -- configuration and result -------------------------------------------------------------------------------
+
+
+@dataclass
+class FineTuneConfig:
+    """How to train: epochs, batches, optimizer, schedule, early stopping, resolution, data loading."""
+
+    epochs: int = 8
+    batch_size: int = 16
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup: float = 0.05  # fraction of all steps with a linear LR ramp
+    step_epochs: int | None = None  # step schedule: LR x step_gamma every step_epochs (default epochs // 3)
+    step_gamma: float = 0.1
+    patience: int = 3  # early stopping: epochs without a better validation loss
+    label_smoothing: float = 0.1  # helps with noisy labels
+    bn_momentum: float = 0.1  # at least this batch-norm momentum in trained groups
+    image_size: int | None = None  # train/predict at this side instead of the backbone's (tests, speed)
+    num_workers: int | None = None
+    memory_mb: int = 1024  # images kept decoded (shrunk) in memory across epochs, up to this much
+    seed: int = 0
+    multilabel: bool = False  # sigmoid outputs with binary cross-entropy (tags)
+    deadline: float | None = None  # time.monotonic() after which training stops (auto's time budget)
+
+    @classmethod
+    def from_options(cls, options: dict, **overrides) -> FineTuneConfig:
+        """A config from a method's options dict, ignoring keys that are not config fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in {**options, **overrides}.items() if k in names and v is not None}
+        return cls(**values)
+
+
+@dataclass
+class FitResult:
+    """What a fine-tuning run did: curves per epoch, which epoch was kept, why it stopped, how fast."""
+
+    curves: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: str = "all epochs run"
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    plan: list[dict] = field(default_factory=list)
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+
+
+class _DecodeShrunk(Dataset):
+    """Decode each image once and shrink it (shorter side at most `side`) to keep it in memory."""
+
+    def __init__(self, paths: Sequence[str], side: int):
+        self.paths, self.side = list(paths), side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_image(self.paths[i])
+        except (ArtAnnotError, OSError):
+            return None
+        w, h = img.size
+        scale = self.side / min(w, h)
+        if scale < 1.0:
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+        return np.asarray(img.convert("RGB"))
+
+
+def _as_list(batch):
+    return batch
+
+
+def decode_all(paths: Sequence[str], side: int, *, memory_mb: int, num_workers: int,
+               progress: Progress | None = None, cancel: threading.Event | None = None) -> list:
+    """Decoded, shrunk uint8 images (None: unreadable; False: left on disk once the memory budget is spent)."""
+    out: list = [False] * len(paths)
+    budget = memory_mb * 1024 * 1024
+    used = 0
+    loader = DataLoader(_DecodeShrunk(paths, side), batch_size=8, num_workers=num_workers, collate_fn=_as_list)
+    pos = 0
+    for batch in loader:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("training cancelled")
+        for arr in batch:
+            if arr is not None:
+                used += arr.nbytes
+            if used > budget:
+                return out  # the rest is decoded from disk each epoch
+            out[pos] = arr
+            pos += 1
+        if progress is not None:
+            progress(pos, len(paths), "decoding images")
+    return out
+
+
+def uint8_transform(spec: BackboneSpec, train: bool) -> tuple[T.Compose, bool]:
+    """The backbone's transform up to the crop, ending in a uint8 tensor (normalized later, on the device).
+
+    Returns (transform, True); (the full float transform, False) if its shape is not the expected one.
+    """
+    full = build_transform(spec, train=train)
+    steps = list(full.transforms)
+    if len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
+        return T.Compose([*steps[:-2], T.PILToTensor()]), True
+    return full, False
+
+
+class Normalizer:
+    """uint8 image batches -> normalized float on the device (float batches pass through)."""
+
+    def __init__(self, spec: BackboneSpec, device: torch.device):
+        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) / std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return x
+        return x.float().mul_(self.scale).sub_(self.shift)  # elementwise: keeps channels_last
+
+
+class EpochBatches(Sampler):
+    """Index batches for all epochs in a row: a fresh permutation per epoch, sharded across processes.
+
+    Every process gets the same number of batches (the permutation is padded like DistributedSampler's).
+    The last partial batch of an epoch is dropped when an epoch has at least 4 full ones (fewer distinct
+    shapes, no tiny batch for batch norm; the shuffle changes which images wait), else only if it would
+    hold a single image.
+    """
+
+    def __init__(self, n: int, batch_size: int, epochs: int, *, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.epochs, self.seed, self.rank, self.world = n, batch_size, epochs, seed, rank, world
+        self.per_rank = math.ceil(n / world)
+        if self.per_rank < 2:
+            raise ModelError("fine-tuning needs at least two training images per process")
+        full, rest = divmod(self.per_rank, batch_size)
+        self.keep_partial = rest > 1 and full < 4
+        self.steps_per_epoch = max(1, full + (1 if self.keep_partial else 0))
+
+    def epoch(self, e: int) -> list[list[int]]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + e)).tolist()
+        order = (order * math.ceil(self.per_rank * self.world / self.n))[: self.per_rank * self.world]
+        mine = order[self.rank:: self.world]
+        out = [mine[i: i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        return out[: self.steps_per_epoch]
+
+    def __iter__(self):
+        for e in range(self.epochs):
+            yield from self.epoch(e)
+
+    def __len__(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class _Images(Dataset):
+    """(image tensor, target, ok) from memory where decoded, else from disk; unreadable -> ok False."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[Target], decoded: Sequence, transform, size: int,
+                 as_uint8: bool = False):
+        self.paths, self.targets, self.decoded = list(paths), list(targets), decoded
+        self.transform, self.size, self.as_uint8 = transform, size, as_uint8
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _target(self, i: int) -> torch.Tensor:
+        t = self.targets[i]
+        return torch.as_tensor(t, dtype=torch.float32) if isinstance(t, np.ndarray) else torch.tensor(int(t))
+
+    def __getitem__(self, i: int):
+        arr = self.decoded[i]
+        try:
+            if arr is None:
+                raise OSError("unreadable")
+            img = Image.fromarray(arr) if arr is not False else load_image(self.paths[i])
+            return self.transform(img), self._target(i), True
+        except (ArtAnnotError, OSError):
+            dtype = torch.uint8 if self.as_uint8 else torch.float32
+            return torch.zeros(3, self.size, self.size, dtype=dtype), self._target(i), False
+
+
+def default_train_workers(runtime: Runtime, in_memory: bool) -> int:
+    """Loader processes: on a GPU enough to feed it; on a CPU none when images are already decoded
+    (augmenting a decoded image costs a few ms, a worker would take a core from the model)."""
+    cores = os.cpu_count() or 2
+    if runtime.device.type == "cuda":
+        return max(2, min(8, cores - 1))
+    if in_memory or cores <= 2:
+        return 0
+    return max(1, min(4, cores // 4))
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+
+
+def _dist() -> tuple[bool, int, int]:
+    """(distributed?, rank, world size)."""
+    if dist.is_available() and dist.is_initialized():
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def lr_factor(cfg: FineTuneConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(cfg.warmup * total)
+    step_epochs = cfg.step_epochs or max(1, cfg.epochs // 3)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+        if cfg.schedule == "step":
+            return cfg.step_gamma ** ((step // steps_per_epoch) // step_epochs)
+        return 1.0
+
+    if cfg.schedule not in ("cosine", "step", "constant"):
+        raise ModelError(f"unknown LR schedule {cfg.schedule!r}; choose cosine, step or constant")
+    return factor
+
+
+def _optimizer(cfg: FineTuneConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    raise ModelError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, good: torch.Tensor, cfg: FineTuneConfig,
+          smoothing: float) -> torch.Tensor:
+    """Mean loss over the readable images of a batch."""
+    logits = logits.float()
+    if cfg.multilabel:
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
+    else:
+        per = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+    good = good.to(per.dtype)
+    return (per * good).sum() / good.sum().clamp(min=1.0)
+
+
+def _check_stop(cfg: FineTuneConfig, cancel: threading.Event | None) -> str | None:
+    if cancel is not None and cancel.is_set():
+        return "cancel"
+    if cfg.deadline is not None and time.monotonic() > cfg.deadline:
+        return "time budget"
+    return None
+
+
+def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tuple[str, Target]] | None,
+        cfg: FineTuneConfig, runtime: Runtime, plan: Sequence[GroupPlan], *, backbone: str,
+        progress: Progress | None = None, cancel: threading.Event | None = None) -> FitResult:
+    """Train `model` (a network from build_network) in place on (path, target) samples; returns the curves.
+
+    With a validation set the weights of the epoch with the lowest validation loss are kept, and training
+    stops after `patience` epochs without improvement. Raises Cancelled when `cancel` is set.
+    """
+    start = time.perf_counter()
+    distributed, rank, world = _dist()
+    if not train:
+        raise ModelError("no readable training images")
+    torch.manual_seed(cfg.seed)
+    spec = sized_spec(backbone, cfg.image_size)
+    groups = model.layer_groups()
+    if len(plan) != len(groups):
+        raise ModelError(f"the layer plan has {len(plan)} groups, the network {len(groups)}")
+    for group, p in zip(groups, plan, strict=True):
+        if p.reinit:
+            reinitialize(group)
+        for param in group.parameters():
+            param.requires_grad_(not p.frozen)
+        if not p.frozen:
+            # TF-style BN momentum (0.01) assumes 100k+ steps; with a few hundred, the running statistics
+            # would lag far behind the weights (and stay near 0/1 after a re-init): evaluation would suffer.
+            for m in group.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
+                    m.momentum = max(m.momentum, cfg.bn_momentum)
+    model = runtime.prepare(model)
+    grouped: set[int] = set()
+    param_groups = []
+    for group, p in zip(groups, plan, strict=True):
+        params = [q for q in group.parameters() if q.requires_grad and id(q) not in grouped]
+        grouped.update(id(q) for q in group.parameters())
+        if params and not p.frozen:
+            param_groups.append({"params": params, "lr": p.lr, "name": p.name})
+    rest = [q for q in model.parameters() if id(q) not in grouped and q.requires_grad]
+    if rest:  # parameters outside every group (none for the bundled backbones) train at the body's LR
+        param_groups.append({"params": rest, "lr": plan[len(plan) // 2].lr, "name": "other"})
+    if not param_groups:
+        raise ModelError("every layer group is frozen: nothing to train")
+    optimizer = _optimizer(cfg, param_groups)
+
+    # Decode once (shrunk to 1.5x the resize side: enough for random crops), augment every epoch.
+    all_paths = [p for p, _ in train] + [p for p, _ in (val or [])]
+    decoded = decode_all(all_paths, round(spec.resize_size * 1.5), memory_mb=cfg.memory_mb,
+                         num_workers=default_train_workers(runtime, False) if cfg.num_workers is None
+                         else cfg.num_workers, progress=progress, cancel=cancel)
+    in_memory = all(d is not False for d in decoded)
+    workers = default_train_workers(runtime, in_memory) if cfg.num_workers is None else cfg.num_workers
+    cuda = runtime.device.type == "cuda"
+    train_tf, as_uint8 = uint8_transform(spec, train=True)
+    normalize = Normalizer(spec, runtime.device)
+    train_ds = _Images([p for p, _ in train], [t for _, t in train], decoded[: len(train)], train_tf,
+                       spec.input_size, as_uint8)
+    # One loader over every epoch's batches: workers prefetch the next epoch while this one ends and
+    # validation runs, instead of restarting (first-batch latency) at each epoch.
+    batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.epochs, seed=cfg.seed, rank=rank, world=world)
+    loader = DataLoader(train_ds, batch_sampler=batches, num_workers=workers, pin_memory=cuda)
+    val_loader = None
+    if val:
+        val_ds = _Images([p for p, _ in val], [t for _, t in val], decoded[len(train):],
+                         uint8_transform(spec, train=False)[0], spec.input_size, as_uint8)
+        val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) \
+            if distributed else None
+        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=workers,
+                                pin_memory=cuda, persistent_workers=workers > 0)
+    steps = batches.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
+    scaler = torch.amp.GradScaler("cuda") if cuda and runtime.amp_dtype == torch.float16 else None
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[runtime.device.index] if cuda else None)
+    frozen_modules = [g for g, p in zip(groups, plan, strict=True) if p.frozen]
+
+    result = FitResult(plan=[dataclasses.asdict(p) for p in plan])
+    best_loss, best_state, bad_epochs = math.inf, None, 0
+    total = cfg.epochs * steps
+    seen = 0
+    train_time = 0.0
+    stream = iter(loader)
+    for epoch in range(cfg.epochs):
+        model.train()
+        for g in frozen_modules:  # frozen layers keep their ImageNet batch-norm statistics too
+            g.eval()
+        stage = f"fine-tuning epoch {epoch + 1}/{cfg.epochs}"
+        sums = torch.zeros(3, device=runtime.device)  # loss sum, correct, count
+        t0 = time.perf_counter()
+        stop = None
+        for b in range(steps):
+            stop = None if distributed else _check_stop(cfg, cancel)
+            if stop == "cancel":
+                raise Cancelled("training cancelled")
+            if stop:
+                break
+            x, y, good = next(stream)
+            x, y, good = normalize(runtime.batch(x)), y.to(runtime.device, non_blocking=True), good.to(runtime.device)
+            with runtime.autocast():
+                logits = net(x)
+            loss = _loss(logits, y, good, cfg, cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                n_good = good.sum()
+                hits = (logits.argmax(1) == y).logical_and(good).sum() if not cfg.multilabel else n_good * 0
+                sums += torch.stack([loss.detach() * n_good, hits.float(), n_good.float()])
+            seen += len(x)
+            if progress is not None:
+                progress(epoch * steps + b + 1, total, stage)
+        train_time += time.perf_counter() - t0
+        if distributed:
+            flag = torch.tensor([1.0 if _check_stop(cfg, cancel) else 0.0], device=runtime.device)
+            dist.all_reduce(flag)
+            stop = "time budget" if flag.item() > 0 else None
+            dist.all_reduce(sums)
+        tl, tc, tn = sums.tolist()
+        row = {"epoch": epoch + 1, "train_loss": tl / max(tn, 1), "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - start, 2)}
+        if not cfg.multilabel:
+            row["train_top1"] = tc / max(tn, 1)
+        if val_loader is not None:
+            vl, vacc = _validate(model, val_loader, runtime, cfg, distributed, normalize)
+            row["val_loss"] = vl
+            if vacc is not None:
+                row["val_top1"] = vacc
+            if vl < best_loss - 1e-4:
+                best_loss, bad_epochs, result.best_epoch = vl, 0, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+        else:
+            result.best_epoch = epoch + 1
+        result.curves.append(row)
+        if stop:
+            result.stopped = stop
+            break
+        if val_loader is not None and bad_epochs >= cfg.patience:
+            result.stopped = f"early stopping (no better validation loss for {cfg.patience} epochs)"
+            break
+    del stream  # stops the loader's workers (and their prefetch of epochs that will not run)
+    if best_state is not None and result.best_epoch != len(result.curves):
+        model.load_state_dict(best_state)
+    if progress is not None:
+        progress(total, total, "fine-tuning done")
+    result.seconds = time.perf_counter() - start
+    result.images_per_s = seen * world / train_time if train_time > 0 else 0.0
+    model.eval()
+    return result
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, loader: DataLoader, runtime: Runtime, cfg: FineTuneConfig,
+              distributed: bool, normalize: Normalizer) -> tuple[float, float | None]:
+    """Mean validation loss (no label smoothing) and top-1, reduced over processes."""
+    model.eval()
+    sums = torch.zeros(3, device=runtime.device)
+    for x, y, good in loader:
+        x, y, good = normalize(runtime.batch(x)), y.to(runtime.device), good.to(runtime.device)
+        with runtime.autocast():
+            logits = model(x)
+        n_good = good.sum().float()
+        loss = _loss(logits, y, good, cfg, 0.0)
+        hits = (logits.argmax(1) == y).logical_and(good).sum().float() if not cfg.multilabel else n_good * 0
+        sums += torch.stack([loss * n_good, hits, n_good])
+    if distributed:
+        dist.all_reduce(sums)
+    loss_sum, hits, n = sums.tolist()
+    model.train()
+    return loss_sum / max(n, 1), (None if cfg.multilabel else hits / max(n, 1))
+
+

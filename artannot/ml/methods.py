@@ -1,0 +1,498 @@
+"""Training methods: one function per method with a common signature, a registry, and `auto`.
+
+Every method is `fn(ctx: Context, req: TrainRequest) -> Outcome | None` (None only on the non-zero ranks of
+a torchrun job); `train()` runs one and stores its outcome through training.store_outcome. How a stored
+model scores new images is recorded in its params as a "predictor" (features + classifier file, network
+checkpoint, ensemble members or ImageNet mapping), which `score_model` follows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from artannot.errors import Cancelled, ModelError
+from artannot.ml.backbones import load_backbone
+from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.device import Runtime, select_runtime
+from artannot.ml.features import FeatureCache, extract_features
+from artannot.ml.finetune import FineTuneConfig, FitResult, _dist, fit
+from artannot.ml.linear import LinearProbe
+from artannot.ml.networks import (
+    DEFAULTS,
+    build_network,
+    head_scores,
+    layer_plan,
+    load_network,
+    network_features,
+    replace_head,
+    save_network,
+)
+from artannot.ml.suspects import out_of_fold_scores
+from artannot.ml.training import Outcome, TrainData, TrainResult, gather, labelled_xy, store_outcome
+
+Progress = Callable[[int, int, str], None]
+Images = list[tuple[int, str, str, int]]
+DEFAULT_EPOCHS = {"finetune": 8, "adaptive": 10, "frozen": 8, "double": 6}
+DEFAULT_BUDGET_S = 600.0
+
+
+@dataclass
+class TrainRequest:
+    """What the curator asked for (CLI flags, the Train dialog, a training/ recipe)."""
+
+    method: str
+    backbone: str = "efficientnet_lite0"
+    epochs: int | None = None
+    then_svm: bool = False
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Where a method runs: the project, its data, the device, progress and cancel."""
+
+    conn: sqlite3.Connection
+    cache_dir: Path
+    data: TrainData
+    runtime: Runtime
+    progress: Progress | None = None
+    cancel: threading.Event | None = None
+    started: float = field(default_factory=time.perf_counter)
+    clock: float = field(default_factory=time.monotonic)
+
+    def check(self) -> None:
+        """Stop here if the curator cancelled."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("training cancelled")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    def feature_cache(self) -> FeatureCache:
+        return FeatureCache(self.cache_dir / "features.sqlite")
+
+    def imagenet_features(self, backbone: str, items: Sequence[tuple[str, str]] | None = None):
+        """ImageNet penultimate features of every image (or of items), cached per (backbone, image hash)."""
+        cache = self.feature_cache()
+        try:
+            return extract_features(self.data.items if items is None else items, backbone=backbone, cache=cache,
+                                    runtime=self.runtime, progress=self.progress, cancel=self.cancel)
+        finally:
+            cache.close()
+
+    def staged(self, prefix: str) -> Progress | None:
+        """The progress callback with a prefix on its stage names."""
+        if self.progress is None:
+            return None
+        return lambda done, total, stage: self.progress(done, total, f"{prefix}{stage}")
+
+
+Method = Callable[[Context, TrainRequest], Outcome | None]
+REGISTRY: dict[str, Method] = {}
+
+
+def _register(name: str) -> Callable[[Method], Method]:
+    def deco(fn: Method) -> Method:
+        REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def train(conn: sqlite3.Connection, cache_dir: Path, req: TrainRequest, *, device: str = "auto",
+          progress: Progress | None = None, cancel: threading.Event | None = None) -> TrainResult | None:
+    """Run a method on the project's labelled train split and store the model with its predictions."""
+    fn = REGISTRY.get(req.method)
+    if fn is None:
+        raise ModelError(f"unknown method {req.method!r}; choose one of: {', '.join(REGISTRY)}")
+    if req.epochs is not None and req.epochs < 1:
+        raise ModelError("--epochs must be at least 1")
+    ctx = Context(conn, Path(cache_dir), gather(conn), select_runtime(device), progress, cancel)
+    outcome = fn(ctx, req)
+    if outcome is None:
+        return None
+    outcome.params.setdefault("runtime", ctx.runtime.describe)
+    try:
+        return store_outcome(conn, ctx.data, outcome, started=ctx.started, progress=progress, cancel=cancel)
+    except BaseException:
+        discard_files(outcome)  # cancelled or failed: no model row, so no files either
+        raise
+
+
+def discard_files(outcome: Outcome) -> None:
+    """Delete the files a run wrote (its classifier, its network and sidecar), never another model's."""
+    paths = {outcome.checkpoint, outcome.params.get("predictor", {}).get("path")}
+    for path in filter(None, paths):
+        Path(path).unlink(missing_ok=True)
+        if path.endswith(".pt"):
+            Path(path).with_suffix(".json").unlink(missing_ok=True)
+
+
+# -- classifiers on features ------------------------------------------------------------------------------
+
+
+def _make_classifier(kind: str, options: dict):
+    if kind == "svm":
+        kw = {k: tuple(options[k]) for k in ("kernels", "Cs") if options.get(k)}
+        return SVMClassifier(**kw)
+    if kind == "linear":
+        return LinearProbe(**({"Cs": tuple(options["Cs"])} if options.get("Cs") else {}))
+    raise ModelError(f"unknown classifier {kind!r}")
+
+
+def _classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.ndarray, ok: np.ndarray,
+                        features: dict, method: str, images: Images | None = None) -> Outcome:
+    """Fit an SVM or linear probe on labelled features, save it, score every image."""
+    X, y = labelled_xy(ctx.data, feats, ok, images)
+    clf = _make_classifier(kind, req.options).fit(X, y, progress=ctx.progress, cancel=ctx.cancel)
+    ctx.check()
+    path = ctx.models_dir / f"{kind}-{req.backbone}-{uuid.uuid4().hex[:12]}.npz"
+    clf.save(path)
+    chosen = f"{clf.kernel_} SVM C={clf.C_:g}" if kind == "svm" else f"logistic probe C={clf.C_:g}"
+    on = "fine-tuned" if "network" in features else "ImageNet"
+    params = {**clf.params(), "classifier": kind, "n_train": int(len(y)),
+              "summary": f"{chosen} on {on} {req.backbone} features",
+              "predictor": {"kind": "classifier", "classifier": kind, "path": str(path), "features": features}}
+    return Outcome(method, req.backbone, [int(c) for c in clf.classes_], clf.predict_proba(feats), ok, params,
+                   checkpoint=str(path), extra_metrics={"cv_top1": clf.cv_top1_},
+                   oof_scores=out_of_fold_scores(ctx.data, clf, ok, images))
+
+
+def _features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarray, dict, TrainRequest]:
+    """ImageNet features of the backbone, or (option from_model=ID) those of a stored fine-tuned network."""
+    source = req.options.get("from_model")
+    if source is None:
+        feats, ok = ctx.imagenet_features(req.backbone)
+        return feats, ok, {"backbone": req.backbone}, req
+    from artannot.store import repo
+
+    row = repo.get_model(ctx.conn, int(source))
+    pred = json.loads(row["params"] or "{}").get("predictor", {}) if row is not None else {}
+    path = pred.get("path") if pred.get("kind") == "network" else pred.get("features", {}).get("network")
+    if not path:
+        raise ModelError(f"model {source} has no trained network whose features could be used")
+    model, meta = load_network(path)
+    key = meta.get("run") or Path(path).stem
+    cache = ctx.feature_cache()
+    try:
+        feats, ok = network_features(model, ctx.data.items, ctx.runtime, backbone=meta["backbone"],
+                                     image_size=meta.get("image_size"), cache=cache, key=key,
+                                     progress=ctx.progress, cancel=ctx.cancel)
+    finally:
+        cache.close()
+    features = {"network": str(path), "key": key, "image_size": meta.get("image_size"), "model": int(source)}
+    return feats, ok, features, dataclasses.replace(req, backbone=meta["backbone"])
+
+
+@_register("svm")
+def method_svm(ctx: Context, req: TrainRequest) -> Outcome:
+    """Lagunas & Garces "baseline + SVM": one-vs-rest SVM (kernel, C, gamma by CV) on ImageNet features."""
+    feats, ok, features, req = _features_for(ctx, req)
+    return _classifier_outcome(ctx, req, "svm", feats, ok, features, "svm")
+
+
+@_register("linear")
+def method_linear(ctx: Context, req: TrainRequest) -> Outcome:
+    """Sabatelli et al. "off the shelf": a logistic-regression probe on frozen ImageNet features."""
+    feats, ok, features, req = _features_for(ctx, req)
+    return _classifier_outcome(ctx, req, "linear", feats, ok, features, "linear")
+
+
+# -- networks ----------------------------------------------------------------------------------------------
+
+
+def split_validation(data: TrainData, fraction: float, seed: int = 0) -> tuple[Images, Images]:
+    """(fit, val): the curator's 'val' split if there is one, else a stratified hold-out of the train split.
+
+    Classes with fewer than 3 training images stay whole in fit (they could not be learned otherwise).
+    """
+    if data.val:
+        return data.train, data.val
+    if fraction <= 0:
+        return data.train, []
+    rng = random.Random(seed)
+    by_class: dict[int, Images] = {}
+    for row in data.train:
+        by_class.setdefault(row[3], []).append(row)
+    fit_rows, val_rows = [], []
+    for c in sorted(by_class):
+        rows = sorted(by_class[c])
+        rng.shuffle(rows)
+        k = min(max(1, round(fraction * len(rows))), len(rows) - 2) if len(rows) >= 3 else 0
+        val_rows += rows[:k]
+        fit_rows += rows[k:]
+    return sorted(fit_rows), sorted(val_rows)
+
+
+def _config(req: TrainRequest, recipe: str, **overrides) -> FineTuneConfig:
+    """Fine-tuning config: recipe defaults, then the request's options, then explicit overrides."""
+    epochs = req.epochs or req.options.get("epochs") or DEFAULT_EPOCHS.get(req.method, 8)
+    defaults = {k: v for k, v in DEFAULTS.get(recipe, {}).items() if k in ("optimizer", "weight_decay")}
+    return FineTuneConfig.from_options({**defaults, **req.options}, epochs=int(epochs), **overrides)
+
+
+def _samples(images: Images, class_ids: list[int]) -> list[tuple[str, int]]:
+    index = {c: k for k, c in enumerate(class_ids)}
+    return [(path, index[c]) for _, path, _, c in images if c in index]
+
+
+def _fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Module, class_ids: list[int],
+                 fit_rows: Images, val_rows: Images, progress: Progress | None,
+                 **overrides) -> tuple[FitResult, FineTuneConfig]:
+    cfg = _config(req, recipe, **overrides)
+    plan = layer_plan(model, recipe, req.options)
+    result = fit(model, _samples(fit_rows, class_ids), _samples(val_rows, class_ids), cfg, ctx.runtime, plan,
+                 backbone=req.backbone, progress=progress, cancel=ctx.cancel)
+    return result, cfg
+
+
+def run_name(method: str, backbone: str) -> str:
+    """A unique name for a trained network: its checkpoint file and its feature-cache key."""
+    return f"{method}-{backbone}-{uuid.uuid4().hex[:12]}"
+
+
+def _network_outcome(ctx: Context, req: TrainRequest, method: str, model: torch.nn.Module, cfg: FineTuneConfig,
+                     result: FitResult, class_ids: list[int], extra: dict | None = None,
+                     run: str | None = None) -> Outcome | None:
+    """Save the network; predictions from its softmax, or (then_svm) from an SVM on its features.
+
+    Its features are cached under the run's own name (never the backbone's), so they cannot mix with
+    ImageNet features or another model's.
+    """
+    if _dist()[1] != 0:
+        return None  # one process stores the model
+    run = run or run_name(method, req.backbone)
+    ckpt = ctx.models_dir / f"{run}.pt"
+    save_network(model, ckpt, {"backbone": req.backbone, "n_outputs": len(class_ids), "class_ids": class_ids,
+                               "image_size": cfg.image_size, "method": method, "run": run})
+    try:
+        out = _score_network(ctx, req, method, model, cfg, result, class_ids, extra, run, ckpt)
+    except BaseException:  # cancelled while scoring: the checkpoint would belong to no model
+        ckpt.unlink(missing_ok=True)
+        ckpt.with_suffix(".json").unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _score_network(ctx: Context, req: TrainRequest, method: str, model: torch.nn.Module, cfg: FineTuneConfig,
+                   result: FitResult, class_ids: list[int], extra: dict | None, run: str, ckpt: Path) -> Outcome:
+    cache = ctx.feature_cache()
+    try:
+        feats, ok = network_features(model, ctx.data.items, ctx.runtime, backbone=req.backbone,
+                                     image_size=cfg.image_size, cache=cache, key=run, batch_size=cfg.batch_size,
+                                     progress=ctx.progress, cancel=ctx.cancel)
+    finally:
+        cache.close()
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "deadline"}
+    network = {"recipe": method, "checkpoint": str(ckpt), "plan": result.plan, "epochs_run": len(result.curves),
+               "world_size": _dist()[2], "best_epoch": result.best_epoch, "stopped": result.stopped,
+               "images_per_s": round(result.images_per_s, 2), "config": config, **(extra or {})}
+    if req.then_svm:
+        out = _classifier_outcome(ctx, req, "svm", feats, ok, {"network": str(ckpt), "key": run,
+                                                               "image_size": cfg.image_size}, method)
+        out.params.update(network=network, then_svm=True, summary=f"{method} {req.backbone} + {out.params['summary']}")
+        out.checkpoint = str(ckpt)
+    else:
+        params = {"network": network, "then_svm": False, "summary": f"{method} {req.backbone}: "
+                  f"{len(result.curves)} epochs, best {result.best_epoch} ({result.stopped})",
+                  "predictor": {"kind": "network", "path": str(ckpt)}}
+        out = Outcome(method, req.backbone, class_ids, head_scores(model, feats), ok, params, checkpoint=str(ckpt))
+    out.curves = result.curves
+    return out
+
+
+def _network_method(ctx: Context, req: TrainRequest, recipe: str) -> Outcome | None:
+    class_ids = ctx.data.class_ids
+    fit_rows, val_rows = split_validation(ctx.data, float(req.options.get("val_fraction", 0.15)))
+    model = build_network(req.backbone, len(class_ids), weights_path=req.options.get("weights_path"))
+    result, cfg = _fit_network(ctx, req, recipe, model, class_ids, fit_rows, val_rows, ctx.progress)
+    return _network_outcome(ctx, req, req.method, model, cfg, result, class_ids,
+                            {"n_fit": len(fit_rows), "n_val": len(val_rows)})
+
+
+@_register("finetune")
+def method_finetune(ctx: Context, req: TrainRequest) -> Outcome | None:
+    """Full fine-tuning (Sabatelli, Gonthier "all layers"): new head, every layer trained, early stopping."""
+    return _network_method(ctx, req, "finetune")
+
+
+@_register("adaptive")
+def method_adaptive(ctx: Context, req: TrainRequest) -> Outcome | None:
+    """Lagunas & Garces adaptive layer-based optimization (add then_svm for "optimized + SVM")."""
+    return _network_method(ctx, req, "adaptive")
+
+
+@_register("frozen")
+def method_frozen(ctx: Context, req: TrainRequest) -> Outcome | None:
+    """Gonthier "frozen lower layers": the lowest `freeze` layer groups keep their ImageNet weights."""
+    return _network_method(ctx, req, "frozen")
+
+
+@_register("double")
+def method_double(ctx: Context, req: TrainRequest) -> Outcome | None:
+    """Double fine-tuning (Sabatelli, Gonthier): ImageNet -> an intermediate project -> this one."""
+    from artannot.store.db import connect
+
+    other = req.options.get("intermediate")
+    if not other:
+        raise ModelError("--method double needs --intermediate PROJECT (a project to fine-tune on first)")
+    conn = connect(Path(other).expanduser())
+    try:
+        inter = gather(conn)
+    finally:
+        conn.close()
+    inter_ids = inter.class_ids
+    fit_rows, val_rows = split_validation(inter, float(req.options.get("val_fraction", 0.15)))
+    model = build_network(req.backbone, len(inter_ids), weights_path=req.options.get("weights_path"))
+    first, _ = _fit_network(ctx, req, "finetune", model, inter_ids, fit_rows, val_rows,
+                            ctx.staged("intermediate: "))
+    ctx.check()
+    class_ids = ctx.data.class_ids
+    replace_head(model.cpu(), len(class_ids))
+    fit_rows, val_rows = split_validation(ctx.data, float(req.options.get("val_fraction", 0.15)))
+    second, cfg = _fit_network(ctx, req, "finetune", model, class_ids, fit_rows, val_rows, ctx.progress)
+    return _network_outcome(ctx, req, "double", model, cfg, second, class_ids, {
+        "intermediate": str(Path(other).expanduser().resolve()), "intermediate_classes": len(inter_ids),
+        "intermediate_images": len(inter.train), "intermediate_curves": first.curves,
+        "intermediate_stopped": first.stopped})
+
+
+# -- ensembles and the ImageNet baseline ---------------------------------------------------------------------
+
+
+def _model_ids(value) -> list[int]:
+    try:
+        ids = [int(v) for v in (value.split(",") if isinstance(value, str) else value or [])]
+    except (TypeError, ValueError):
+        raise ModelError(f"--models takes model ids separated by commas, not {value!r}") from None
+    if len(ids) < 2:
+        raise ModelError("--method ensemble needs --models with at least two model ids, e.g. --models 1,2")
+    return ids
+
+
+@_register("ensemble")
+def method_ensemble(ctx: Context, req: TrainRequest) -> Outcome:
+    """Gonthier ensembles: the average of the chosen models' class scores."""
+    from artannot.ml.ensemble import average_scores
+    from artannot.store import repo
+
+    ids = _model_ids(req.options.get("models"))
+    rows = []
+    for model_id in ids:
+        row = repo.get_model(ctx.conn, model_id)
+        if row is None:
+            raise ModelError(f"no model with id {model_id} in this project")
+        rows.append(row)
+    members = []
+    for row in rows:
+        members.append(score_model(ctx.conn, ctx.cache_dir, row, ctx.data.items, ctx.runtime,
+                                   progress=ctx.staged(f"model {row['id']}: "), cancel=ctx.cancel))
+        ctx.check()
+    weights = req.options.get("weights")
+    scores, class_ids, ok = average_scores(members, weights)
+    backbones = "+".join(dict.fromkeys(r["backbone"] for r in rows))
+    params = {"members": ids, "weights": weights, "summary": f"average of models {', '.join(map(str, ids))}",
+              "predictor": {"kind": "ensemble", "members": ids, "weights": weights}}
+    return Outcome("ensemble", backbones, class_ids, scores, ok, params)
+
+
+def _imagenet_proba(backbone: str, feats: np.ndarray) -> np.ndarray:
+    """ImageNet class probabilities from the backbone's own head on its (cached) penultimate features."""
+    model = load_backbone(backbone)
+    with torch.inference_mode():
+        return torch.softmax(model.forward_head(torch.from_numpy(feats)).float(), 1).numpy()
+
+
+@_register("baseline")
+def method_baseline(ctx: Context, req: TrainRequest) -> Outcome:
+    """Lagunas & Garces baseline: the ImageNet classifier with its classes mapped to ours (no training)."""
+    from artannot.ml.baseline import mapped_scores, read_mapping, resolve_mapping
+
+    if not req.options.get("mapping"):
+        raise ModelError("--method baseline needs --mapping FILE (project class -> ImageNet categories)")
+    mapping = resolve_mapping(read_mapping(req.options["mapping"]), ctx.data.names)
+    feats, ok = ctx.imagenet_features(req.backbone)
+    ctx.check()
+    class_ids = sorted(set(ctx.data.class_ids) | set(ctx.data.test.values()) | set(mapping))
+    scores = mapped_scores(_imagenet_proba(req.backbone, feats), mapping, class_ids)
+    unmapped = [ctx.data.names[c] for c in class_ids if c not in mapping]
+    params = {"mapping_file": str(req.options["mapping"]), "unmapped": unmapped,
+              "summary": f"ImageNet {req.backbone} with {len(mapping)} mapped classes",
+              "predictor": {"kind": "baseline", "backbone": req.backbone,
+                            "mapping": {str(k): v for k, v in mapping.items()}}}
+    return Outcome("baseline", req.backbone, class_ids, scores, ok, params)
+
+
+# -- scoring images with a stored model ----------------------------------------------------------------------
+
+
+def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, items: Sequence[tuple[str, str]],
+                runtime: Runtime, *, progress: Progress | None = None, cancel: threading.Event | None = None,
+                ) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A stored model's (scores N×K, class ids, ok mask) for (path, sha256) items, cached features reused."""
+    from artannot.ml.baseline import mapped_scores
+    from artannot.store import repo
+
+    params = json.loads(row["params"] or "{}")
+    pred = params.get("predictor") or {"kind": "classifier", "classifier": "svm", "path": row["checkpoint"],
+                                       "features": {"backbone": row["backbone"]}}  # models of the first version
+    kind = pred["kind"]
+    cache = FeatureCache(Path(cache_dir) / "features.sqlite")
+    try:
+        if kind == "ensemble":
+            from artannot.ml.ensemble import average_scores
+
+            members = []
+            for model_id in pred["members"]:
+                member = repo.get_model(conn, model_id)
+                if member is None:
+                    raise ModelError(f"ensemble member model {model_id} no longer exists")
+                members.append(score_model(conn, cache_dir, member, items, runtime, progress=progress, cancel=cancel))
+            return average_scores(members, pred.get("weights"))
+        if kind == "baseline":
+            feats, ok = extract_features(items, backbone=pred["backbone"], cache=cache, runtime=runtime,
+                                         progress=progress, cancel=cancel)
+            mapping = {int(k): v for k, v in pred["mapping"].items()}
+            class_ids = json.loads(row["classes"])
+            return mapped_scores(_imagenet_proba(pred["backbone"], feats), mapping, class_ids), class_ids, ok
+        if kind == "network":
+            model, meta = load_network(pred["path"])
+            feats, ok = network_features(model, items, runtime, backbone=meta["backbone"],
+                                         image_size=meta.get("image_size"), cache=cache, key=meta.get("run"),
+                                         progress=progress, cancel=cancel)
+            return head_scores(model, feats), [int(c) for c in meta["class_ids"]], ok
+        if kind == "classifier":
+            source = pred["features"]
+            if "network" in source:
+                model, meta = load_network(source["network"])
+                feats, ok = network_features(model, items, runtime, backbone=meta["backbone"],
+                                             image_size=source.get("image_size"), cache=cache, key=source["key"],
+                                             progress=progress, cancel=cancel)
+            else:
+                feats, ok = extract_features(items, backbone=source["backbone"], cache=cache, runtime=runtime,
+                                             progress=progress, cancel=cancel)
+            clf = (SVMClassifier if pred["classifier"] == "svm" else LinearProbe).load(pred["path"])
+            return clf.predict_proba(feats), [int(c) for c in clf.classes_], ok
+    finally:
+        cache.close()
+    raise ModelError(f"model {row['id']} was made by a newer ArtAnnot (predictor {kind!r})")
+
+
+@_register("auto")
+def method_auto(ctx: Context, req: TrainRequest) -> Outcome | None:
+    """The one-click default: SVM first, then adaptive + SVM when the time budget (or a GPU) allows."""
+    from artannot.ml.auto import run_auto
+
+    return run_auto(ctx, req)

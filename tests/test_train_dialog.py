@@ -1,0 +1,60 @@
+"""The Train dialog: backbones without weights are greyed out with the reason, options match Project.train."""
+
+from __future__ import annotations
+
+import inspect
+
+from PySide6.QtWidgets import QDialogButtonBox
+
+from artannot.gui.train_dialog import TrainDialog, weights_problem
+from artannot.ml.backbones import list_backbones
+from artannot.project import METHODS, Project
+
+
+def test_backbones_without_weights_are_disabled_with_the_reason(qtbot, monkeypatch):
+    monkeypatch.setattr("artannot.gui.train_dialog.weights_problem",
+                        lambda name: None if name == "efficientnet_lite0" else f"{name} weights not found: put …")
+    dialog = TrainDialog(backbone="vgg19")
+    qtbot.addWidget(dialog)
+    items = dialog.backbone.model()
+    for i, name in enumerate(list_backbones()):
+        assert items.item(i).isEnabled() == (name == "efficientnet_lite0")
+        if name != "efficientnet_lite0":
+            assert "weights not found" in items.item(i).toolTip()
+    assert dialog.backbone.currentData() == "efficientnet_lite0"  # the asked-for one is unusable
+    assert weights_problem("efficientnet_lite0") is None  # the real check: the bundled weights are there
+
+
+def test_options_are_project_train_arguments(qtbot):
+    models = [{"id": 1, "method": "svm", "backbone": "efficientnet_lite0", "top1": 0.8},
+              {"id": 2, "method": "linear", "backbone": "efficientnet_lite0", "top1": 0.7}]
+    dialog = TrainDialog(models=models)
+    qtbot.addWidget(dialog)
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert [dialog.method.itemData(i) for i in range(dialog.method.count())] == ["auto", *[
+        m for m in METHODS if m != "auto"]]
+    assert dialog.options()["method"] == "auto" and dialog.options()["options"]["budget"] == 600.0
+    dialog.budget.setValue(3)
+    assert dialog.options()["options"]["budget"] == 180.0 and ok.isEnabled()
+
+    dialog.method.setCurrentIndex(dialog.method.findData("adaptive"))
+    dialog.epochs.setValue(12)
+    dialog.then_svm.setChecked(True)
+    dialog.lr.setValue(0.0005)
+    opts = dialog.options()
+    assert opts == {"method": "adaptive", "backbone": "efficientnet_lite0", "epochs": 12, "device": "auto",
+                    "then_svm": True, "options": {"low_lr": 0.0005}}
+    assert set(opts) <= set(inspect.signature(Project.train).parameters)
+
+    dialog.method.setCurrentIndex(dialog.method.findData("ensemble"))
+    assert not ok.isEnabled() and "two" in ok.toolTip()
+    dialog.members.item(0).setCheckState(dialog.members.item(0).checkState().Checked)
+    dialog.members.item(1).setCheckState(dialog.members.item(1).checkState().Checked)
+    assert ok.isEnabled() and dialog.options()["options"] == {"models": [1, 2]}
+
+    dialog.method.setCurrentIndex(dialog.method.findData("baseline"))
+    assert not ok.isEnabled()
+    dialog.mapping.setText("/tmp/map.json")
+    assert ok.isEnabled() and dialog.options()["options"] == {"mapping": "/tmp/map.json"}
+    dialog.method.setCurrentIndex(dialog.method.findData("double"))
+    assert not ok.isEnabled()
