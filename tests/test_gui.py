@@ -282,3 +282,16 @@ def test_run_gui_reports_a_missing_project_and_exits(tmp_path):
     seen = _launch(tmp_path / "missing.artannot", tmp_path)
     assert "No project at" in seen["ERROR"]
 
+
+
+def test_train_dialog_from_the_menu_trains_the_chosen_method(qtbot, window):
+    dialog = window.train_with_options()
+    assert dialog is not None and dialog.isVisible()
+    dialog.method.setCurrentIndex(dialog.method.findData("linear"))
+    dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
+    with qtbot.waitSignal(window.training_finished, timeout=300_000) as blocker:
+        dialog.accept()
+    result = blocker.args[0]
+    model = next(m for m in window.project.models() if m["id"] == result.model_id)
+    assert model["method"] == "linear"
+    assert window.project.evaluate(result.model_id)["top1"] > 0.4  # 5 classes: chance is 0.2

@@ -109,6 +109,8 @@ def build_menus(w: MainWindow) -> None:
 
     model = bar.addMenu("&Model")
     w.train_action = _action(w, model, "&Train", w.start_training, ["Ctrl+T"])
+    w.train_options_action = _action(w, model, "Train &with options…", w.train_with_options, ["Ctrl+Shift+T"],
+                                     "Choose the method (SVM, fine-tuning, adaptive, auto…), backbone and budget")
     w.cancel_action = _action(w, model, "&Cancel", w.cancel_job)
     w.evaluate_action = _action(w, model, "&Evaluate…", w.show_evaluation, ["Ctrl+E"])
 

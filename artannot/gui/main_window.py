@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
@@ -47,6 +48,10 @@ from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow, get_model, top_predictions
 
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+
+
+if TYPE_CHECKING:
+    from artannot.gui.train_dialog import TrainDialog
 
 
 class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMixin, SessionMixin,
@@ -418,6 +423,17 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
     def start_training(self, _checked=False, options: dict | None = None):
         """Train a model in the background; the grid shows its predictions and suspects when done."""
         return self.runner.start_training(options)
+
+    def train_with_options(self, _checked=False) -> TrainDialog | None:
+        """Open the Train dialog; OK starts training with the chosen method, backbone and budget."""
+        from artannot.gui.train_dialog import TrainDialog
+
+        if self.project is None:
+            return None
+        dialog = TrainDialog(self, models=self.project.models())
+        dialog.accepted.connect(lambda: self.start_training(options=dialog.options()))
+        dialog.open()
+        return dialog
 
     def import_folder(self, src: str | Path):
         """Import a folder in the background, labels from sub-folder names."""
