@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from artannot.errors import Cancelled, ModelError
-from artannot.store.files import atomic_write_bytes
+from artannot.ml.arrays import load_npz, save_npz
 
 Progress = Callable[[int, int, str], None]
 
@@ -152,8 +152,6 @@ class SVMClassifier:
     # ---- storage --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the model as a plain .npz (no pickle), atomically."""
-        import io
-
         arrays = {
             "classes": self.classes_, "mean": self.mean_, "scale": self.scale_, "intercept": self.intercept_,
             "meta": np.array([self.gamma_, self.temperature_, self.C_]),
@@ -162,27 +160,25 @@ class SVMClassifier:
         for k, (sv, dual) in enumerate(zip(self.support_, self.dual_, strict=False)):
             arrays[f"sv_{k}"] = sv
             arrays[f"dual_{k}"] = dual
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(Path(path), buf.getvalue())
+        save_npz(path, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> SVMClassifier:
         """Read a model written by save(); refuses anything that would need pickle."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                self = cls()
-                self.classes_ = data["classes"]
-                self.scaler_ = StandardScaler()
-                self.scaler_.mean_ = data["mean"]
-                self.scaler_.scale_ = data["scale"]
-                self.intercept_ = data["intercept"]
-                self.gamma_, self.temperature_, self.C_ = (float(v) for v in data["meta"])
-                self.kernel_ = str(data["kernel"])
-                self.support_ = [data[f"sv_{k}"] for k in range(len(self.classes_))]
-                self.dual_ = [data[f"dual_{k}"] for k in range(len(self.classes_))]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"model file {path} cannot be read ({exc}); retrain the model") from None
+        data = load_npz(path, ("classes", "mean", "scale", "intercept", "meta", "kernel"))
+        self = cls()
+        self.classes_ = data["classes"]
+        self.scaler_ = StandardScaler()
+        self.scaler_.mean_ = data["mean"]
+        self.scaler_.scale_ = data["scale"]
+        self.intercept_ = data["intercept"]
+        self.gamma_, self.temperature_, self.C_ = (float(v) for v in data["meta"])
+        self.kernel_ = str(data["kernel"])
+        per_class = [f"{kind}_{k}" for k in range(len(self.classes_)) for kind in ("sv", "dual")]
+        if any(name not in data for name in per_class):
+            raise ModelError(f"model file {path} lacks support vectors; retrain it")
+        self.support_ = [data[f"sv_{k}"] for k in range(len(self.classes_))]
+        self.dual_ = [data[f"dual_{k}"] for k in range(len(self.classes_))]
         return self
 
 

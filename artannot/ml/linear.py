@@ -7,7 +7,6 @@ every method that trains on features can use either.
 
 from __future__ import annotations
 
-import io
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 from artannot.errors import Cancelled, ModelError
-from artannot.store.files import atomic_write_bytes
+from artannot.ml.arrays import load_npz, save_npz
 
 Progress = Callable[[int, int, str], None]
 
@@ -101,23 +100,18 @@ class LinearProbe:
 
     def save(self, path: str | Path) -> None:
         """Write the probe as a plain .npz (no pickle), atomically."""
-        buf = io.BytesIO()
-        np.savez(buf, classes=self.classes_, mean=self.mean_, scale=self.scale_, coef=self.coef_,
+        save_npz(path, classes=self.classes_, mean=self.mean_, scale=self.scale_, coef=self.coef_,
                  intercept=self.intercept_, C=np.array(self.C_))
-        atomic_write_bytes(Path(path), buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> LinearProbe:
         """Read a probe written by save(); refuses anything that would need pickle."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                self = cls()
-                self.classes_ = data["classes"]
-                self.scaler_ = StandardScaler()
-                self.scaler_.mean_, self.scaler_.scale_ = data["mean"], data["scale"]
-                self.coef_, self.intercept_ = data["coef"], data["intercept"]
-                self.C_ = float(data["C"])
-                self.cv_top1_ = None
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"model file {path} cannot be read ({exc}); retrain the model") from None
+        data = load_npz(path, ("classes", "mean", "scale", "coef", "intercept", "C"))
+        self = cls()
+        self.classes_ = data["classes"]
+        self.scaler_ = StandardScaler()
+        self.scaler_.mean_, self.scaler_.scale_ = data["mean"], data["scale"]
+        self.coef_, self.intercept_ = data["coef"], data["intercept"]
+        self.C_ = float(data["C"])
+        self.cv_top1_ = None
         return self

@@ -9,7 +9,6 @@ not a `train --method`; they become one when tags are stored.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,11 +19,11 @@ import torch.nn.functional as F
 from sklearn.model_selection import KFold
 
 from artannot.errors import Cancelled, ModelError
+from artannot.ml.arrays import load_npz, save_npz
 from artannot.ml.device import Runtime
 from artannot.ml.finetune import FineTuneConfig, FitResult, fit
 from artannot.ml.metrics import mean_average_precision
 from artannot.ml.networks import build_network, layer_plan
-from artannot.store.files import atomic_write_bytes
 
 
 def best_thresholds(Y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -103,22 +102,17 @@ class TagHead:
 
     def save(self, path: str | Path) -> None:
         """A plain .npz (no pickle), written atomically."""
-        buf = io.BytesIO()
-        np.savez(buf, tags=np.array(self.tags_), mean=self.mean_, scale=self.scale_, coef=self.coef_,
+        save_npz(path, tags=np.array(self.tags_), mean=self.mean_, scale=self.scale_, coef=self.coef_,
                  intercept=self.intercept_, thresholds=self.thresholds_)
-        atomic_write_bytes(Path(path), buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> TagHead:
         """Read a head written by save()."""
-        try:
-            with np.load(path, allow_pickle=False) as d:
-                self = cls()
-                self.tags_ = [str(t) for t in d["tags"]]
-                self.mean_, self.scale_, self.coef_ = d["mean"], d["scale"], d["coef"]
-                self.intercept_, self.thresholds_ = d["intercept"], d["thresholds"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"tag model {path} cannot be read ({exc}); retrain it") from None
+        d = load_npz(path, ("tags", "mean", "scale", "coef", "intercept", "thresholds"), what="tag model")
+        self = cls()
+        self.tags_ = [str(t) for t in d["tags"]]
+        self.mean_, self.scale_, self.coef_ = d["mean"], d["scale"], d["coef"]
+        self.intercept_, self.thresholds_ = d["intercept"], d["thresholds"]
         return self
 
 
