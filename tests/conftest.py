@@ -40,3 +40,26 @@ def demo_project(tmp_path: Path, demo_subset: Path) -> Path:
         report = project.import_folder(demo_subset, labels_from="folder", split="auto")
     assert report.added == len(DEMO_CLASSES) * PER_CLASS, report.summary()
     return path
+
+
+def show_main_window(qtbot, project_path: Path):
+    """The real main window on a project, shown and active so its shortcuts work; closes without asking."""
+    from artannot.gui.main_window import MainWindow
+
+    w = MainWindow()
+    w.confirm_close = lambda: True
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    assert w.open_project(project_path), w.last_error
+    return w
+
+
+@pytest.fixture
+def window(qtbot, demo_project):
+    """The main window on the demo project."""
+    w = show_main_window(qtbot, demo_project)
+    yield w
+    w.close()

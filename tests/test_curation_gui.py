@@ -19,7 +19,7 @@ from artannot.ml.training import Outcome, gather, store_outcome
 from artannot.project import Project
 from artannot.store import boxes as box_store
 from artannot.store.labels import current_labels_for
-from tests.conftest import DEMO_CLASSES, PER_CLASS
+from tests.conftest import DEMO_CLASSES, PER_CLASS, show_main_window
 
 SHOTS = Path("/tmp/artannot_shots")
 N = len(DEMO_CLASSES) * PER_CLASS
@@ -68,14 +68,8 @@ def guesses(demo_project):
 
 @pytest.fixture
 def window(qtbot, demo_project, guesses):
-    w = MainWindow()
-    w.confirm_close = lambda: True
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    assert w.open_project(demo_project), w.last_error
+    """The main window on the demo project, opened after the model's guesses are in."""
+    w = show_main_window(qtbot, demo_project)
     yield w
     w.close()
 

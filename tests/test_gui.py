@@ -30,21 +30,6 @@ def test_qt_binding_keeps_reference_counts():
     assert binding_problem() is None, binding_problem()
 
 
-@pytest.fixture
-def window(qtbot, demo_project):
-    """The main window on the demo project, shown and active so shortcuts work."""
-    w = MainWindow()
-    w.confirm_close = lambda: True
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    assert w.open_project(demo_project), w.last_error
-    yield w
-    w.close()
-
-
 def label_of(project: Project, image_id: int) -> tuple[int | None, str | None]:
     """(class id, source) of an image's current label in the database."""
     row = current_labels_for(project.conn, [image_id]).get(image_id)

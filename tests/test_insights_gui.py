@@ -12,7 +12,6 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from artannot.gui.insights import IMAGENET, FeatureSet, install_insight_views
-from artannot.gui.main_window import MainWindow
 from artannot.ml.analysis import LayerActivations
 from artannot.ml.embedding import Embedding
 from artannot.store import repo
@@ -21,22 +20,6 @@ from tests.conftest import DEMO_CLASSES, PER_CLASS
 SHOTS = Path("/tmp/artannot_shots")
 N_IMAGES = len(DEMO_CLASSES) * PER_CLASS
 LEFT = Qt.MouseButton.LeftButton
-
-
-@pytest.fixture
-def window(qtbot, demo_project):
-    """The main window on the demo project with the insight views installed."""
-    w = MainWindow()
-    w.confirm_close = lambda: True
-    qtbot.addWidget(w)
-    install_insight_views(w)  # a no-op when the window installs them itself
-    w.resize(1400, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    w.activateWindow()
-    assert w.open_project(demo_project), w.last_error
-    yield w
-    w.close()
 
 
 def labels(project) -> dict[int, tuple[int | None, str]]:
