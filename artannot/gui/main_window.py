@@ -110,6 +110,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
                              | QDockWidget.DockWidgetFeature.DockWidgetClosable)
             self.addDockWidget(area, dock)
             setattr(self, f"{name}_dock", dock)
+        self.classes_dock.setMinimumWidth(190)  # class names and counts stay readable beside a wide map
         self.resizeDocks([self.classes_dock, self.image_dock], [240, 400], Qt.Orientation.Horizontal)
         top = QToolBar("Filter")  # spans the window: the filter bar needs the room
         top.setObjectName("filter")
