@@ -143,22 +143,23 @@ def _event(conn: sqlite3.Connection, row: sqlite3.Row) -> Event:
     return Event(row["id"], row["kind"], row["description"], n + _boxes().count_for_event(conn, row["id"]))
 
 
+def _swap_labels(conn: sqlite3.Connection, event_id: int, *, undo: bool) -> None:
+    """Switch an event's label rows off and the rows they replaced on (undo), or the reverse (redo)."""
+    rows = conn.execute("SELECT id, replaces_id FROM labels WHERE event_id = ?", (event_id,)).fetchall()
+    new = [(r["id"],) for r in rows]
+    old = [(r["replaces_id"],) for r in rows if r["replaces_id"] is not None]
+    off, on = (new, old) if undo else (old, new)  # off first: one active label per image at every step
+    conn.executemany("UPDATE labels SET active = 0 WHERE id = ?", off)
+    conn.executemany("UPDATE labels SET active = 1 WHERE id = ?", on)
+
+
 def undo(conn: sqlite3.Connection) -> Event | None:
     """Undo the most recent edit still in effect; None when there is nothing to undo."""
     with write(conn):
-        row = conn.execute(
-            "SELECT * FROM events WHERE state = 'done' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+        row = conn.execute("SELECT * FROM events WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        rows = conn.execute(
-            "SELECT id, replaces_id FROM labels WHERE event_id = ?", (row["id"],)
-        ).fetchall()
-        conn.executemany("UPDATE labels SET active = 0 WHERE id = ?", [(r["id"],) for r in rows])
-        conn.executemany(
-            "UPDATE labels SET active = 1 WHERE id = ?",
-            [(r["replaces_id"],) for r in rows if r["replaces_id"] is not None],
-        )
+        _swap_labels(conn, row["id"], undo=True)
         _boxes().revert_event(conn, row["id"])
         conn.execute("UPDATE events SET state = 'undone' WHERE id = ?", (row["id"],))
         return _event(conn, row)
@@ -167,19 +168,10 @@ def undo(conn: sqlite3.Connection) -> Event | None:
 def redo(conn: sqlite3.Connection) -> Event | None:
     """Redo the edit undone last; None when there is nothing to redo."""
     with write(conn):
-        row = conn.execute(
-            "SELECT * FROM events WHERE state = 'undone' ORDER BY id ASC LIMIT 1"
-        ).fetchone()
+        row = conn.execute("SELECT * FROM events WHERE state = 'undone' ORDER BY id ASC LIMIT 1").fetchone()
         if row is None:
             return None
-        rows = conn.execute(
-            "SELECT id, replaces_id FROM labels WHERE event_id = ?", (row["id"],)
-        ).fetchall()
-        conn.executemany(
-            "UPDATE labels SET active = 0 WHERE id = ?",
-            [(r["replaces_id"],) for r in rows if r["replaces_id"] is not None],
-        )
-        conn.executemany("UPDATE labels SET active = 1 WHERE id = ?", [(r["id"],) for r in rows])
+        _swap_labels(conn, row["id"], undo=False)
         _boxes().reapply_event(conn, row["id"])
         conn.execute("UPDATE events SET state = 'done' WHERE id = ?", (row["id"],))
         return _event(conn, row)
