@@ -33,6 +33,18 @@ def _kernel(kind: str, a: np.ndarray, b: np.ndarray, gamma: float, coef0: float)
     raise ModelError(f"unknown SVM kernel {kind!r}")
 
 
+def training_set(X: np.ndarray, y: np.ndarray, max_folds: int):
+    """Checked labels, their classes, the CV folds the rarest class allows, a fitted scaler, scaled features."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ModelError("training needs labelled images of at least two classes")
+    folds = int(min(max_folds, np.bincount(np.searchsorted(classes, y)).min()))
+    scaler = StandardScaler().fit(X)
+    return y, classes, folds, scaler, scaler.transform(X)
+
+
 class SVMClassifier:
     """Features -> class scores with a one-vs-rest SVM whose kernel, C and gamma are chosen by CV."""
 
@@ -56,15 +68,7 @@ class SVMClassifier:
         cancel: threading.Event | None = None,
     ) -> SVMClassifier:
         """Grid-search the SVM by stratified k-fold accuracy, refit on all data, calibrate scores."""
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ModelError("training needs labelled images of at least two classes")
-        counts = np.bincount(np.searchsorted(self.classes_, y))
-        folds = int(min(self.folds, counts.min()))
-        self.scaler_ = StandardScaler().fit(X)
-        Xs = self.scaler_.transform(X)
+        y, self.classes_, folds, self.scaler_, Xs = training_set(X, y, self.folds)
         base_gamma = 1.0 / (Xs.shape[1] * max(Xs.var(), 1e-12))
         grid = []
         for kernel, C in itertools.product(self.kernels, self.Cs):

@@ -19,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
-from artannot.errors import Cancelled, ModelError
+from artannot.errors import Cancelled
 from artannot.ml.arrays import load_npz, save_npz
+from artannot.ml.classifiers import training_set
 
 Progress = Callable[[int, int, str], None]
 
@@ -41,15 +42,7 @@ class LinearProbe:
     def fit(self, X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
             cancel: threading.Event | None = None) -> LinearProbe:
         """Pick C by stratified k-fold accuracy, then refit on all data."""
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ModelError("training needs labelled images of at least two classes")
-        counts = np.bincount(np.searchsorted(self.classes_, y))
-        folds = int(min(self.folds, counts.min()))
-        self.scaler_ = StandardScaler().fit(X)
-        Xs = self.scaler_.transform(X)
+        y, self.classes_, folds, self.scaler_, Xs = training_set(X, y, self.folds)
         self.cv_results_: list[dict] = []
         self.C_, self.cv_top1_ = 1.0, None
         with warnings.catch_warnings():
