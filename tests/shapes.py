@@ -10,6 +10,16 @@ from PIL import Image, ImageDraw
 SHAPES = ("circle", "square", "triangle")
 
 
+def paint_shape(draw: ImageDraw.ImageDraw, kind: str, cx: int, cy: int, r: int, colour) -> None:
+    """A filled circle, square or triangle of radius r centred on (cx, cy)."""
+    if kind == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif kind == "square":
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+
+
 def draw_shape(kind: str, rng: random.Random, size: int = 160, background=(255, 255, 255)) -> Image.Image:
     """One shape of random size, place and colour on a plain background."""
     img = Image.new("RGB", (size, size), background)
@@ -17,12 +27,7 @@ def draw_shape(kind: str, rng: random.Random, size: int = 160, background=(255, 
     r = rng.randint(size // 5, size // 3)
     cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
     colour = tuple(rng.randint(0, 200) for _ in range(3))
-    if kind == "circle":
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif kind == "square":
-        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    paint_shape(d, kind, cx, cy, r, colour)
     return img
 
 

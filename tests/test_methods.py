@@ -34,7 +34,7 @@ from artannot.ml.metrics import average_precision, evaluate_ranked, macro_f1
 from artannot.ml.multilabel import TagHead, best_thresholds, evaluate_tags, finetune_tags
 from artannot.project import METHODS, Project
 from artannot.store import repo
-from tests.shapes import make_shape_collection
+from tests.shapes import make_shape_collection, paint_shape
 
 FAST = {"image_size": 96, "batch_size": 8}  # small, quick networks for tests
 CHANCE_MARGIN = 2 / 3  # chance is 1/3 with three shapes
@@ -328,12 +328,7 @@ def _scene(rng: random.Random, kinds, size: int = 160):
         r = rng.randint(18, 30)
         x, y = cx * 80 + 40 + rng.randint(-8, 8), cy * 80 + 40 + rng.randint(-8, 8)
         colour = tuple(rng.randint(0, 200) for _ in range(3))
-        if kind == "circle":
-            d.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-        elif kind == "square":
-            d.rectangle([x - r, y - r, x + r, y + r], fill=colour)
-        else:
-            d.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
+        paint_shape(d, kind, x, y, r, colour)
     return img
 
 

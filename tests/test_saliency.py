@@ -27,6 +27,7 @@ from artannot.ml.saliency import (
     stage_outputs,
 )
 from tests.conftest import DEMO
+from tests.shapes import paint_shape
 
 IMAGENET = ModelSource(None, "efficientnet_lite0", "efficientnet_lite0", "imagenet", description="ImageNet")
 
@@ -40,12 +41,7 @@ def one_object(seed: int, kind: str | None = None, size: int = 224) -> tuple[Ima
     r = rng.randint(size // 8, size // 6)
     cx, cy = rng.randint(r + 5, size - r - 5), rng.randint(r + 5, size - r - 5)
     colour = tuple(rng.randint(0, 200) for _ in range(3))
-    if kind == "circle":
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif kind == "square":
-        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    paint_shape(d, kind, cx, cy, r, colour)
     mask = np.zeros((size, size), dtype=bool)
     m = int(r * 1.6)
     mask[max(0, cy - m): cy + m, max(0, cx - m): cx + m] = True
