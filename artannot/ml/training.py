@@ -171,14 +171,3 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
             "checkpoint": r["checkpoint"],
         })
     return out
-
-
-def train_features_svm(
-    conn: sqlite3.Connection, cache_dir: Path, *, backbone: str = "efficientnet_lite0", device: str = "auto",
-    progress: Progress | None = None, cancel: threading.Event | None = None,
-) -> TrainResult:
-    """Deep features + SVM (Lagunas & Garces); kept for callers of the first API: methods.train('svm')."""
-    from artannot.ml.methods import TrainRequest, train
-
-    return train(conn, cache_dir, TrainRequest("svm", backbone=backbone), device=device, progress=progress,
-                 cancel=cancel)
