@@ -23,6 +23,7 @@ $(DEMO_PROJECT): $(STAMP)
 	mkdir -p $(dir $(DEMO_PROJECT))
 	$(VENV)/bin/artannot init $(DEMO_PROJECT)
 	$(VENV)/bin/artannot import $(DEMO_PROJECT) resources/demo --labels-from folder --split auto
+	$(VENV)/bin/artannot import $(DEMO_PROJECT) resources/demo --labels-from csv:resources/demo/tags.csv
 
 demo: $(DEMO_PROJECT)
 

@@ -98,6 +98,13 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps({"model": result.model_id, "method": result.method, "metrics": result.metrics,
                           "params": result.params}))
+    elif result.method == "tags":
+        m = result.metrics
+        acc = f"test mAP {m['map']:.1%} on {m['n']} tagged images" if m.get("n") else "no tagged test images"
+        print(f"model {result.model_id}: {acc}; {result.params['summary']} ({result.seconds:.1f}s)")
+        if result.params.get("skipped_tags"):
+            print(f"not learned (fewer than 2 tagged training images, or on every one): "
+                  f"{', '.join(result.params['skipped_tags'])}")
     else:
         m = result.metrics
         acc = f"test top-1 {m['top1']:.1%}, top-5 {m['top5']:.1%} on {m['n']} images" if m.get("n") else "no test split"
@@ -120,13 +127,14 @@ def cmd_models(args) -> int:
     def pct(v) -> str:
         return f"{v:6.1%}" if isinstance(v, (int, float)) else "     -"
 
-    print(f"{'id':>4}  {'method':<20} {'backbone':<20} {'top-1':>6} {'top-5':>6} {'F1':>6} {'n':>5} {'epochs':>6}"
-          f" {'time':>7}  created")
+    print(f"{'id':>4}  {'method':<20} {'backbone':<20} {'top-1':>6} {'top-5':>6} {'F1':>6} {'mAP':>6} {'n':>5}"
+          f" {'epochs':>6} {'time':>7}  created")
     for m in models:
         method = m["method"] + (f" ({m['chosen']})" if m.get("chosen") else "")
         secs = f"{m['seconds']:6.0f}s" if m.get("seconds") is not None else "      -"
         print(f"{m['id']:>4}  {method:<20} {m['backbone']:<20} {pct(m['top1'])} {pct(m['top5'])}"
-              f" {pct(m['macro_f1'])} {m['n'] or 0:>5} {m['epochs'] or '-':>6} {secs}  {m['created_at'][:16]}")
+              f" {pct(m['macro_f1'])} {pct(m.get('map'))} {m['n'] or 0:>5} {m['epochs'] or '-':>6} {secs}"
+              f"  {m['created_at'][:16]}")
     return 0
 
 
@@ -136,11 +144,78 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    if result.get("method") == "tags":
+        print(f"tag model {result['model']} on {result['n']} tagged {args.split} images: mAP {result['map']:.1%}")
+        width = max((len(k) for k in result["per_tag"]), default=5)
+        for name, m in result["per_tag"].items():
+            ap = f"{m['ap']:6.1%}" if m["ap"] is not None else "     -"  # no positive in the split: no AP
+            print(f"  {name:<{width}}  AP {ap}  precision {m['precision']:6.1%}  recall {m['recall']:6.1%}"
+                  f"  n={m['n']}")
+        return 0
     print(f"model {result['model']} on {result['n']} {args.split} images: "
           f"top-1 {result['top1']:.1%}  top-5 {result['top5']:.1%}")
     width = max((len(k) for k in result["per_class"]), default=5)
     for name, m in result["per_class"].items():
         print(f"  {name:<{width}}  top-1 {m['top1']:6.1%}  top-5 {m['top5']:6.1%}  n={m['n']}")
+    return 0
+
+
+def _image_ids(project, refs: list[str]) -> list[int]:
+    """Project image ids from ids or paths (absolute, or as the project stores them under their folder)."""
+    rows = project.images()
+    by_path = {str(Path(r.path).resolve()): r.id for r in rows}
+    ids, known = [], {r.id for r in rows}
+    for ref in refs:
+        if ref.isdigit() and int(ref) in known:
+            ids.append(int(ref))
+            continue
+        hit = by_path.get(str(Path(ref).expanduser().resolve()))
+        if hit is None:
+            raise ArtAnnotError(f"{ref} is neither an image id nor the path of an image in this project")
+        ids.append(hit)
+    return ids
+
+
+def cmd_tag(args) -> int:
+    if not args.add and not args.remove:
+        raise ArtAnnotError("say what to do: --add TAG[,TAG] and/or --remove TAG[,TAG]")
+    split = [t for t in (args.add or "").split(",") if t.strip()], [t for t in (args.remove or "").split(",") if t.strip()]
+    with _open(args.project) as project:
+        ids = _image_ids(project, args.images)
+        changed = [project.add_tags(ids, split[0]) if split[0] else None,
+                   project.remove_tags(ids, split[1]) if split[1] else None]
+    n, s = len(ids), "s" if len(ids) != 1 else ""
+    print(f"changed the tags of {n} image{s} (Ctrl+Z in the app undoes it)" if any(changed)
+          else f"nothing to change on {n} image{s}")
+    return 0
+
+
+def cmd_tags(args) -> int:
+    from artannot.store import tags as tag_store
+
+    with _open(args.project) as project:
+        if args.image is None:
+            counts = project.tags()
+            if args.json:
+                print(json.dumps([{"tag": t, "images": n} for t, n in counts]))
+            elif not counts:
+                print("no tags yet: tag images in the app, with `artannot tag`, or import a CSV with a tags column")
+            else:
+                width = max(len(t) for t, _ in counts)
+                print("\n".join(f"{t:<{width}}  {n}" for t, n in counts))
+            return 0
+        image_id = _image_ids(project, [args.image])[0]
+        tags = project.image_tags([image_id]).get(image_id, [])
+        sources = tag_store.tag_sources_for(project.conn, image_id)
+        guesses = project.tag_suggestions(image_id, model_id=args.model)
+    if args.json:
+        print(json.dumps({"image": image_id, "tags": [{"tag": t, "source": sources[t]} for t in tags],
+                          "model": [{"tag": t, "score": s, "over_threshold": o} for t, s, o in guesses]}))
+        return 0
+    print(f"image {image_id}: {', '.join(f'{t} ({sources[t]})' for t in tags) or 'no tags'}")
+    if guesses:
+        print("tag model: " + ", ".join(f"{t} {s:.2f}{'*' if o else ''}" for t, s, o in guesses[:12])
+              + "   (* over the tag's threshold)")
     return 0
 
 
@@ -303,10 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on the curated labels")
     s.add_argument("project")
-    s.add_argument("--method", default="svm", metavar="svm|linear|finetune|adaptive|frozen|double|ensemble|baseline|auto",
+    s.add_argument("--method", default="svm",
+                   metavar="svm|linear|finetune|adaptive|frozen|double|ensemble|baseline|auto|tags",
                    help="svm/linear: classifier on ImageNet features; finetune/adaptive/frozen/double: train the"
                         " network; ensemble: average --models; baseline: ImageNet classes via --mapping;"
-                        " auto: pick by accuracy within --budget")
+                        " auto: pick by accuracy within --budget; tags: multi-label tag model on the curated tags"
+                        " (--option from_model=ID for a fine-tuned network's features)")
     s.add_argument("--backbone", default="efficientnet_lite0")
     s.add_argument("--epochs", type=int)
     s.add_argument("--device", default="auto")
@@ -334,6 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("tag", help="add or remove tags on images (one undoable edit each)")
+    s.add_argument("project")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image ids or paths")
+    s.add_argument("--add", metavar="TAG[,TAG]")
+    s.add_argument("--remove", metavar="TAG[,TAG]")
+    s.set_defaults(func=cmd_tag)
+
+    s = sub.add_parser("tags", help="the project's tags with counts, or one image's tags and tag-model scores")
+    s.add_argument("project")
+    s.add_argument("image", nargs="?", help="an image id or path")
+    s.add_argument("--model", type=int, help="tag model id (default: the newest)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_tags)
 
     s = sub.add_parser("predict", help="top-5 predictions as CSV, for the project or a folder")
     s.add_argument("project")

@@ -12,12 +12,13 @@ import numpy as np
 from artannot.errors import ArtAnnotError, ModelError, ProjectError
 from artannot.store import labels as label_store
 from artannot.store import repo
+from artannot.store import tags as tag_store
 from artannot.store.db import connect
 from artannot.store.lock import ProjectLock
 
 Progress = Callable[[int, int, str], None]
 SUFFIX = ".artannot"
-METHODS = ("svm", "linear", "finetune", "adaptive", "frozen", "double", "ensemble", "baseline", "auto")
+METHODS = ("svm", "linear", "finetune", "adaptive", "frozen", "double", "ensemble", "baseline", "auto", "tags")
 
 
 class Project:
@@ -134,6 +135,28 @@ class Project:
         """Every label an image has had."""
         return label_store.label_history(self.conn, image_id)
 
+    # ---- tags (multi-label) ------------------------------------------------------------------------
+    def tags(self) -> list[tuple[str, int]]:
+        """Every tag with how many images carry it, by name."""
+        return tag_store.tag_counts(self.conn)
+
+    def image_tags(self, image_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The tags each image carries (images without tags left out)."""
+        return tag_store.tags_for(self.conn, image_ids)
+
+    def add_tags(self, image_ids: Sequence[int], names: Sequence[str]) -> int | None:
+        """A curator tags images (new tag names are created), one undoable edit; None if nothing changed."""
+        return tag_store.set_tags(self.conn, image_ids, names, True)
+
+    def remove_tags(self, image_ids: Sequence[int], names: Sequence[str]) -> int | None:
+        """A curator removes tags from images, one undoable edit; None if none of them had the tags."""
+        return tag_store.set_tags(self.conn, image_ids, names, False)
+
+    def tag_suggestions(self, image_id: int, *, model_id: int | None = None) -> list[tuple[str, float, bool]]:
+        """A tag model's (tag, probability, over its threshold) for an image, best first; [] with no tag model."""
+        model_id = model_id if model_id is not None else tag_store.latest_tag_model_id(self.conn)
+        return [] if model_id is None else tag_store.tag_predictions_for(self.conn, model_id, image_id)
+
     # ---- models -----------------------------------------------------------------------------------
     @property
     def feature_cache_path(self) -> Path:
@@ -176,10 +199,15 @@ class Project:
         return list_models(self.conn)
 
     def evaluate(self, model_id: int | None = None, split: str | None = "test") -> dict:
-        """Top-1/top-5, per class and confusion of a model's stored predictions on a split."""
+        """Top-1/top-5, per class and confusion of a model's stored predictions on a split (mAP per tag for
+        a tag model)."""
         from artannot.ml.metrics import evaluate_ranked
 
         row = self._model(model_id)
+        if row["method"] == "tags":
+            from artannot.ml.tagging import evaluate_tag_model
+
+            return evaluate_tag_model(self.conn, row, split)
         class_ids = json.loads(row["classes"])
         truth = {i: c for i, _, _, c in repo.labelled_images(self.conn, split, label_store.TRAINABLE_SOURCES)}
         if not truth:

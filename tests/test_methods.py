@@ -139,6 +139,15 @@ def test_adaptive_then_svm_learns_with_the_papers_learning_rates(shapes):
         assert p.evaluate(again.model_id)["top1"] == p.evaluate(result.model_id)["top1"]
 
 
+def test_adaptive_alone_learns_from_reinitialised_lower_layers(shapes):
+    """The paper's "optimized" network on its own: its re-initialised stem and head must learn in a few epochs."""
+    with Project(shapes) as p:
+        result = p.train(method="adaptive", device="cpu", epochs=6, options=FAST)
+        stored = _check_learned(p, result, "adaptive")
+        assert not result.params["then_svm"] and result.params["predictor"]["kind"] == "network"
+        assert len(stored["curves"]) == 6 and stored["curves"][-1]["train_loss"] < stored["curves"][0]["train_loss"]
+
+
 def test_frozen_learns_and_keeps_the_lower_layers(shapes):
     with Project(shapes) as p:
         result = p.train(method="frozen", device="cpu", epochs=3, options={**FAST, "num_workers": 1})

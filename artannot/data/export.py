@@ -34,7 +34,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def export_csv(conn: sqlite3.Connection, out: Path) -> int:
-    """path, label, label source, split, evidence: one row per image (unlabelled ones with an empty label)."""
+    """path, label, label source, split, evidence, tags: one row per image (unlabelled ones with an empty label)."""
     return write_csv_labels(conn, out)
 
 

@@ -1,7 +1,7 @@
 """Import images into a project: safe probing, batched inserts, labels from folders, names or label files.
 
-`import_folder` (labels from folder or file names) and `import_annotations` (labels, boxes and splits
-read from CSV/COCO/VOC/YOLO/labelme by data.formats) share one loop, `_import`, that probes new files and
+`import_folder` (labels from folder or file names) and `import_annotations` (labels, boxes, splits and
+tags read from CSV/COCO/VOC/YOLO/labelme by data.formats) share one loop, `_import`, that probes new files and
 commits them in batches together with what they are given.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from artannot.data.formats import Annotation, Box, printable, quoted
+from artannot.data.formats import Annotation, Box, check_tags, printable, quoted
 from artannot.data.images import is_image_path, probe_image, sha256_file
 from artannot.data.rules import Vocabulary
 from artannot.data.splits import stratified_split
@@ -22,6 +22,7 @@ from artannot.store.boxes import add_boxes, boxes_for, clip_box, delete_boxes
 from artannot.store.db import now, write
 from artannot.store.labels import LabelChange, apply_labels, current_labels_for
 from artannot.store.repo import ensure_classes, ensure_source
+from artannot.store.tags import TagChange, apply_tags, current_tag_rows, ensure_tags
 
 Progress = Callable[[int, int, str], None]
 LABEL_MODES = ("folder", "filename", "none")
@@ -43,7 +44,8 @@ class ImportReport:
     missing: list[str] = field(default_factory=list)
     cancelled: bool = False
     boxes: int = 0
-    kept_human: int = 0  # images whose curator label or boxes the import left alone
+    tagged: int = 0  # images whose tags the import changed
+    kept_human: int = 0  # images whose curator label, boxes or removed tags the import left alone
     duplicate_of: list[tuple[str, str]] = field(default_factory=list)  # (new path, path with the same content)
     not_found: list[str] = field(default_factory=list)  # annotated images not under the root
     new_classes: list[str] = field(default_factory=list)  # class names the label files introduced
@@ -55,6 +57,8 @@ class ImportReport:
                  f"{self.unlabelled} unlabelled"]
         if self.boxes:
             parts.append(f"{self.boxes} boxes")
+        if self.tagged:
+            parts.append(f"{self.tagged} tagged")
         if self.kept_human:
             parts.append(f"{self.kept_human} curator edits kept")
         if self.new_classes:
@@ -151,10 +155,12 @@ def import_annotations(
     progress: Progress | None = None,
     cancel=None,
 ) -> ImportReport:
-    """Add the images under images_root with the labels, boxes and splits that annotations give them.
+    """Add the images under images_root with the labels, boxes, splits and tags that annotations give them.
 
     Images the project knows already get the annotations too, except where a curator labelled them
-    (their label, and boxes a person drew, are kept). Labels and boxes form one undoable event.
+    (their label, boxes a person drew and tag states a person set are kept). An annotation that lists
+    tags replaces the tags earlier imports or rules gave the image. Labels, boxes and tags form one
+    undoable event.
     Everything is checked before the first write: an unknown class (with a vocabulary) or conflicting
     annotations refuse the import and change nothing. Annotated files missing on disk are reported.
     """
@@ -167,7 +173,7 @@ def import_annotations(
     report = ImportReport(new_classes=sorted({n for n in rename.values() if n not in existing}))
     items = {
         rel: _Item(rename.get(a.label), a.where or None, a.split,
-                   [replace(b, label=rename[b.label]) for b in a.boxes], a.where)
+                   [replace(b, label=rename[b.label]) for b in a.boxes], a.where, a.tags)
         for rel, a in by_rel.items()
     }
     seen = _import(conn, root, items.get, report, source=source, relabel_known=True, split=split,
@@ -191,13 +197,16 @@ def _class_names(conn: sqlite3.Connection) -> set[str]:
 
 
 def _merge(annotations: Sequence[Annotation]) -> dict[str, Annotation]:
-    """One annotation per image path; two that disagree on its label or split are an error."""
+    """One annotation per image path, tags cleaned and joined; two that disagree on its label or split are an error."""
     out: dict[str, Annotation] = {}
     for a in annotations:
+        tags = None if a.tags is None else check_tags(a.tags, a.where or printable(a.path))
         old = out.get(a.path)
         if old is None:
-            out[a.path] = Annotation(a.path, a.label, a.split, list(a.boxes), a.where)
+            out[a.path] = Annotation(a.path, a.label, a.split, list(a.boxes), a.where, tags)
             continue
+        if tags is not None:
+            old.tags = check_tags([*(old.tags or []), *tags], a.where)
         for what, mine, theirs in (("label", a.label, old.label), ("split", a.split, old.split)):
             if mine is not None and theirs is not None and mine != theirs:
                 raise ImportFormatError(
@@ -234,13 +243,14 @@ def _class_mapping(conn: sqlite3.Connection, annotations, vocabulary: Vocabulary
 
 @dataclass
 class _Item:
-    """What an import gives one image file: label with its evidence, split, boxes."""
+    """What an import gives one image file: label with its evidence, split, boxes, tags (None: no say)."""
 
     label: str | None = None
     detail: str | None = None
     split: str | None = None
     boxes: Sequence[Box] = ()
     where: str = ""
+    tags: Sequence[str] | None = None
 
 
 def _db_path(rel: str) -> str | bytes:
@@ -265,10 +275,10 @@ def _import(
     progress: Progress | None,
     cancel,
 ) -> set[str]:
-    """The one import loop: probe new files, commit them in batches with their labels and boxes.
+    """The one import loop: probe new files, commit them in batches with their labels, boxes and tags.
 
     Returns the paths (under root) of every image file found. Known files get their item applied only
-    with relabel_known; a curator's label or boxes are never replaced.
+    with relabel_known; a curator's label, boxes or tag states are never replaced.
     """
     source_id = ensure_source(conn, root)
     known = {os.fsdecode(r[0]): (r[1], r[2], r[3]) for r in conn.execute(
@@ -290,7 +300,7 @@ def _import(
     labelled_new = 0
 
     def flush() -> None:
-        """Commit a batch of images with their labels and boxes: a crash keeps whole batches or nothing."""
+        """Commit a batch of images with their labels, boxes and tags: a crash keeps whole batches or nothing."""
         nonlocal event_id, labelled_new
         if not batch:
             return
@@ -323,6 +333,7 @@ def _import(
             first = apply_labels(conn, labels, description=description, protect_human=True, event_id=event_id)
             event_id = event_id or first
             event_id = _apply_boxes(conn, targets, class_ids, report, source, description, event_id)
+            event_id = _apply_tags(conn, targets, report, source, description, event_id)
             for image_id, _, _, _, item, is_new in targets:
                 if item.split is not None:
                     if is_new:
@@ -413,6 +424,33 @@ def _apply_boxes(conn: sqlite3.Connection, targets: list[tuple], class_ids: dict
         event_id = add_boxes(conn, adds, source, description, event_id=event_id)
         report.boxes += len(adds)
     return event_id
+
+
+def _apply_tags(conn: sqlite3.Connection, targets: list[tuple], report: ImportReport, source: str,
+                description: str, event_id: int | None) -> int | None:
+    """Set a batch's tags: those listed on, those an import or rule gave before and no longer listed off;
+    tag states a person set are kept. Returns the event they joined."""
+    listed = [(t[0], t[4].tags) for t in targets if t[4].tags is not None]
+    if not listed:
+        return event_id
+    ids = ensure_tags(conn, dict.fromkeys(n for _, names in listed for n in names))
+    rows: dict[int, dict[int, sqlite3.Row]] = {}
+    for (image_id, tag_id), row in current_tag_rows(conn, [i for i, _ in listed]).items():
+        rows.setdefault(image_id, {})[tag_id] = row
+    changes: list[TagChange] = []
+    for image_id, names in listed:
+        wanted = {ids[n] for n in names}
+        has = rows.get(image_id, {})
+        mine = [TagChange(image_id, t, True, source) for t in wanted
+                if t not in has or (has[t]["source"] != "human" and not has[t]["present"])]
+        mine += [TagChange(image_id, t, False, source) for t, row in has.items()
+                 if t not in wanted and row["present"] and row["source"] in ("import", "rule")]
+        if any(t in has and has[t]["source"] == "human" and not has[t]["present"] for t in wanted):
+            report.kept_human += 1  # the curator removed a tag the file lists
+        report.tagged += bool(mine)
+        changes += mine
+    first = apply_tags(conn, changes, description=description, protect_human=True, event_id=event_id)
+    return event_id or first
 
 
 def _label_for(rel: Path, labels_from: str, vocabulary: Vocabulary | None) -> tuple[str | None, str | None]:

@@ -432,7 +432,7 @@ def point_attributes(conn: sqlite3.Connection, image_ids: np.ndarray, model_id: 
         if k is not None and class_id is not None:
             out["label"][k] = class_id
     if model_id is None:
-        model_id = conn.execute("SELECT MAX(id) FROM models").fetchone()[0]
+        model_id = conn.execute("SELECT MAX(id) FROM models WHERE method != 'tags'").fetchone()[0]
     if model_id is None:
         return out
     for image_id, class_id in conn.execute(

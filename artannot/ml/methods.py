@@ -114,9 +114,13 @@ def _register(name: str) -> Callable[[Method], Method]:
 def train(conn: sqlite3.Connection, cache_dir: Path, req: TrainRequest, *, device: str = "auto",
           progress: Progress | None = None, cancel: threading.Event | None = None) -> TrainResult | None:
     """Run a method on the project's labelled train split and store the model with its predictions."""
+    if req.method == "tags":  # multi-label: trains on tags, not class labels (ml/tagging.py)
+        from artannot.ml.tagging import train_tags
+
+        return train_tags(conn, Path(cache_dir), req, device=device, progress=progress, cancel=cancel)
     fn = REGISTRY.get(req.method)
     if fn is None:
-        raise ModelError(f"unknown method {req.method!r}; choose one of: {', '.join(REGISTRY)}")
+        raise ModelError(f"unknown method {req.method!r}; choose one of: {', '.join(REGISTRY)}, tags")
     if req.epochs is not None and req.epochs < 1:
         raise ModelError("--epochs must be at least 1")
     ctx = Context(conn, Path(cache_dir), gather(conn), select_runtime(device), progress, cancel)
@@ -449,6 +453,9 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
     pred = params.get("predictor") or {"kind": "classifier", "classifier": "svm", "path": row["checkpoint"],
                                        "features": {"backbone": row["backbone"]}}  # models of the first version
     kind = pred["kind"]
+    if kind == "tags":
+        raise ModelError(f"model {row['id']} is a tag model: it scores tags (the Tags panel, `artannot tags`),"
+                         " not classes")
     cache = FeatureCache(Path(cache_dir) / "features.sqlite")
     try:
         if kind == "ensemble":

@@ -431,9 +431,9 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, cmap: s
 
 
 def default_model(conn: sqlite3.Connection) -> int | None:
-    """The newest stored model that has one network to explain (ensembles are skipped), or None."""
+    """The newest stored class model that has one network to explain (ensembles, tag models skipped), or None."""
     for model_id, params in conn.execute("SELECT id, params FROM models ORDER BY id DESC"):
         kind = (json.loads(params or "{}").get("predictor") or {}).get("kind")
-        if kind != "ensemble":
+        if kind not in ("ensemble", "tags"):
             return int(model_id)
     return None

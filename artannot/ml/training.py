@@ -167,6 +167,7 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
             "id": r["id"], "method": r["method"], "backbone": r["backbone"], "created_at": r["created_at"],
             "chosen": params.get("chosen"), "summary": params.get("summary", ""),
             "top1": metrics.get("top1"), "top5": metrics.get("top5"), "macro_f1": metrics.get("macro_f1"),
+            "map": metrics.get("map"),
             "n": metrics.get("n"), "seconds": metrics.get("seconds"), "epochs": len(metrics.get("curves", [])),
             "checkpoint": r["checkpoint"],
         })

@@ -139,8 +139,11 @@ def _boxes():
 
 
 def _event(conn: sqlite3.Connection, row: sqlite3.Row) -> Event:
+    from artannot.store import tags
+
     n = conn.execute("SELECT COUNT(*) FROM labels WHERE event_id = ?", (row["id"],)).fetchone()[0]
-    return Event(row["id"], row["kind"], row["description"], n + _boxes().count_for_event(conn, row["id"]))
+    n += _boxes().count_for_event(conn, row["id"]) + tags.count_for_event(conn, row["id"])
+    return Event(row["id"], row["kind"], row["description"], n)
 
 
 def _swap_labels(conn: sqlite3.Connection, event_id: int, *, undo: bool) -> None:

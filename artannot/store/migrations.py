@@ -67,7 +67,39 @@ def _v2_curation(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO image_names(image_names) VALUES ('rebuild')")
 
 
-MIGRATIONS: dict[int, Migration] = {2: _v2_curation}
+def _v3_tags(conn: sqlite3.Connection) -> None:
+    """Multi-label tags (store/tags.py): tag names, per-image tag states with history, a model's tag scores.
+
+    Undo and redo flip an event's state (store/labels.py); the triggers switch the event's tag rows off and
+    the rows they replaced on (undo), or the reverse (redo), off first so one row per (image, tag) is active.
+    """
+    conn.execute("CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+                 " created_at TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE image_tags (id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id),"
+        " tag_id INTEGER NOT NULL REFERENCES tags(id), present INTEGER NOT NULL CHECK (present IN (0, 1)),"
+        " source TEXT NOT NULL CHECK (source IN ('human', 'rule', 'import', 'model')), confidence REAL,"
+        " event_id INTEGER NOT NULL REFERENCES events(id), replaces_id INTEGER REFERENCES image_tags(id),"
+        " active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL)")
+    conn.execute("CREATE UNIQUE INDEX image_tags_one_active ON image_tags(image_id, tag_id) WHERE active = 1")
+    conn.execute("CREATE INDEX image_tags_event ON image_tags(event_id)")
+    conn.execute("CREATE INDEX image_tags_tag ON image_tags(tag_id, image_id) WHERE active = 1 AND present = 1")
+    conn.execute("CREATE TRIGGER image_tags_undo AFTER UPDATE OF state ON events"
+                 " WHEN OLD.state = 'done' AND NEW.state = 'undone' BEGIN"
+                 " UPDATE image_tags SET active = 0 WHERE event_id = NEW.id;"
+                 " UPDATE image_tags SET active = 1 WHERE id IN"
+                 " (SELECT replaces_id FROM image_tags WHERE event_id = NEW.id); END")
+    conn.execute("CREATE TRIGGER image_tags_redo AFTER UPDATE OF state ON events"
+                 " WHEN OLD.state = 'undone' AND NEW.state = 'done' BEGIN"
+                 " UPDATE image_tags SET active = 0 WHERE id IN"
+                 " (SELECT replaces_id FROM image_tags WHERE event_id = NEW.id);"
+                 " UPDATE image_tags SET active = 1 WHERE event_id = NEW.id; END")
+    conn.execute("CREATE TABLE tag_predictions (model_id INTEGER NOT NULL REFERENCES models(id),"
+                 " image_id INTEGER NOT NULL REFERENCES images(id), tag_id INTEGER NOT NULL REFERENCES tags(id),"
+                 " score REAL NOT NULL, PRIMARY KEY (model_id, image_id, tag_id)) WITHOUT ROWID")
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

@@ -101,8 +101,8 @@ def image_path(conn: sqlite3.Connection, image_id: int) -> Path:
 
 
 def latest_model_id(conn: sqlite3.Connection) -> int | None:
-    """The most recently trained model, whose predictions the grid shows."""
-    row = conn.execute("SELECT MAX(id) FROM models").fetchone()
+    """The most recently trained class model, whose predictions the grid shows (tag models are apart)."""
+    row = conn.execute("SELECT MAX(id) FROM models WHERE method != 'tags'").fetchone()
     return row[0]
 
 

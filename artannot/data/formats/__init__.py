@@ -39,13 +39,14 @@ class Box:
 
 @dataclass
 class Annotation:
-    """What a label file says about one image: its path under the root, label, split and boxes."""
+    """What a label file says about one image: its path under the root, label, split, boxes and tags."""
 
     path: str
     label: str | None = None
     split: str | None = None
     boxes: list[Box] = field(default_factory=list)
     where: str = ""  # "labels.csv line 3": where it came from, for messages
+    tags: list[str] | None = None  # None: the file says nothing about tags; []: it says the image has none
 
 
 # ---- messages ----------------------------------------------------------------------------------------
@@ -208,6 +209,28 @@ def make_box(label: str, x: float, y: float, w: float, h: float, where: str, nor
     return Box(label, x, y, w, h, normalized)
 
 
+def check_tags(values: object, where: str) -> list[str]:
+    """Tag names from a label file, cleaned as the project stores them (case-insensitive duplicates dropped)."""
+    from artannot.errors import ArtAnnotError
+    from artannot.store.tags import clean_tag
+
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ImportFormatError(f"{where}: tags must be a list of text names")
+    out: dict[str, str] = {}
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ImportFormatError(
+                f"{where}: tag {quoted(value)} is not valid UTF-8 text; save the file as UTF-8") from None
+        try:
+            tag = clean_tag(value)
+        except ArtAnnotError as exc:
+            raise ImportFormatError(f"{where}: {printable(exc)}") from None
+        out.setdefault(tag.lower(), tag)
+    return list(out.values())
+
+
 def check_split(value: object, where: str) -> str | None:
     """A split name (train, val or test), or None when blank."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -222,7 +245,7 @@ def check_split(value: object, where: str) -> str | None:
 
 @dataclass
 class ExportImage:
-    """One image as writers see it: path under the export root, size, label, split and boxes."""
+    """One image as writers see it: path under the export root, size, label, split, boxes and tags."""
 
     id: int
     rel: str
@@ -234,11 +257,13 @@ class ExportImage:
     label_source: str | None
     detail: str | None
     boxes: list[tuple[str, float, float, float, float]]
+    tags: list[str] = field(default_factory=list)  # the tags it carries, sorted by name (any case)
 
 
 def curated_set(conn: sqlite3.Connection) -> tuple[str, list[ExportImage]]:
     """(export root, images in import order): paths are relative to the folder holding every source."""
     from artannot.store.boxes import boxes_by_image
+    from artannot.store.tags import tags_for
 
     names = {r[0]: r[1] for r in conn.execute("SELECT id, name FROM classes")}
     roots = [r[0] for r in conn.execute("SELECT path FROM sources")]
@@ -246,18 +271,21 @@ def curated_set(conn: sqlite3.Connection) -> tuple[str, list[ExportImage]]:
     if len(roots) == 1:
         base = roots[0]
     boxes = boxes_by_image(conn)
-    out = []
-    for r in conn.execute(
+    rows = conn.execute(
         "SELECT i.id, s.path AS root, i.path, i.width, i.height, i.split, c.name AS label, l.source, l.detail"
         " FROM images i JOIN sources s ON s.id = i.source_id"
         " LEFT JOIN labels l ON l.image_id = i.id AND l.active = 1 LEFT JOIN classes c ON c.id = l.class_id"
         " ORDER BY i.id"
-    ):
+    ).fetchall()
+    tags = tags_for(conn, [r["id"] for r in rows])
+    out = []
+    for r in rows:
         full = os.path.join(r["root"], os.fsdecode(r["path"]))
         rel = os.path.relpath(full, base).replace(os.sep, "/")
         out.append(ExportImage(
             r["id"], rel, full, r["width"], r["height"], r["split"], r["label"], r["source"], r["detail"],
             [(names[b.class_id], b.x, b.y, b.w, b.h) for b in boxes.get(r["id"], []) if b.class_id in names],
+            tags.get(r["id"], []),
         ))
     return base, out
 

@@ -2,8 +2,10 @@
 
 COCO has no image-level class, so the writer adds a top-level `"image_labels"` list of
 `{"image_id", "category_id"}` (pycocotools and other readers ignore keys they do not know; whole-image
-boxes would have polluted detection training) and a `"split"` key on each image. The reader accepts
-both, and plain COCO files without them. `file_name` is the image path relative to the collection root.
+boxes would have polluted detection training), a `"split"` key and, for tagged images, a `"tags"` list
+of names on each image. The reader accepts them all, and plain COCO files without them (an image without
+`"tags"` says nothing about its tags; `"tags": []` says it has none). `file_name` is the image path
+relative to the collection root.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from artannot.data.formats import (
     Annotation,
     check_name,
     check_split,
+    check_tags,
     curated_set,
     image_relpath,
     load_json,
@@ -73,8 +76,14 @@ def read_coco(path: str | Path, images_root: str | Path) -> list[Annotation]:
         where = f"{name} image {k + 1} (id {printable(_id(img['id'], where, 'id'))})"
         if img["id"] in by_id:
             raise ImportFormatError(f"{where}: image id {printable(img['id'])} is listed twice")
+        tags = None
+        if "tags" in img:
+            if not isinstance(img["tags"], list) or not all(isinstance(t, str) for t in img["tags"]):
+                raise ImportFormatError(f"{where}: \"tags\" must be a list of names like [\"a\", \"b\"],"
+                                        f" not {printable(json.dumps(img['tags'])[:60])}")
+            tags = check_tags(img["tags"], where)
         by_id[img["id"]] = Annotation(image_relpath(root, img["file_name"], where),
-                                      split=check_split(img.get("split"), where), where=where)
+                                      split=check_split(img.get("split"), where), where=where, tags=tags)
 
     def lookup(item: dict, where: str) -> tuple[Annotation, str]:
         _id(item["image_id"], where, "image_id")
@@ -126,7 +135,8 @@ def write_coco(conn: sqlite3.Connection, out: Path) -> int:
     data = {
         "info": {"description": "exported by ArtAnnot", "version": "1"},
         "images": [{"id": im.id, "file_name": im.rel, "width": im.width, "height": im.height,
-                    **({"split": im.split} if im.split else {})} for im in images],
+                    **({"split": im.split} if im.split else {}), **({"tags": im.tags} if im.tags else {})}
+                   for im in images],
         "categories": [{"id": cid, "name": name, "supercategory": ""} for cid, name in classes],
         "annotations": annotations,
         "image_labels": image_labels,

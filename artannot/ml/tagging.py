@@ -1,0 +1,139 @@
+"""`train --method tags`: a multi-label tag model on the curated tags (Illustration2Vec), stored and evaluated.
+
+A sigmoid head with binary cross-entropy (ml/multilabel.py TagHead) on deep features: the backbone's
+ImageNet features, or with option from_model=ID those of a fine-tuned network (the science notes' "fine-tune,
+then a classifier on its features"). Each tag gets the threshold that maximises its out-of-fold F1. The model
+row (method 'tags') holds the thresholds and per-tag AP on the test split; every image's tag probabilities go
+to `tag_predictions`, the suggestions the Tags panel offers. Training images are those someone tagged in the
+train (and val) split; the tags an annotated image does not carry are its negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from artannot.errors import Cancelled, ModelError
+from artannot.ml.device import select_runtime
+from artannot.ml.multilabel import TagHead, evaluate_tags
+from artannot.ml.training import TrainData, TrainResult, _jsonable
+from artannot.store import repo
+from artannot.store import tags as tag_store
+from artannot.store.db import write
+
+MIN_POSITIVES = 2  # a tag needs this many tagged training images (and one untagged) to be learned
+STORE_MIN_SCORE = 0.01  # smaller probabilities are not stored (they rank last; mAP treats them as 0)
+
+
+def tag_matrix(images: dict[int, set[int]], row_of: dict[int, int], ok: np.ndarray,
+               tag_ids: list[int]) -> tuple[list[int], np.ndarray]:
+    """Feature rows of annotated, readable images and their multi-hot targets over tag_ids."""
+    rows, targets = [], []
+    for image_id in sorted(images):
+        r = row_of.get(image_id)
+        if r is None or not ok[r]:
+            continue
+        rows.append(r)
+        targets.append([1.0 if t in images[image_id] else 0.0 for t in tag_ids])
+    return rows, np.asarray(targets, dtype=np.float64).reshape(len(rows), len(tag_ids))
+
+
+def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = "auto", progress=None,
+               cancel: threading.Event | None = None) -> TrainResult:
+    """Train, evaluate and store a tag model; progress and cancel as for every method."""
+    from artannot.ml.methods import Context, _features_for
+
+    started = time.perf_counter()
+    names = tag_store.tag_names(conn)
+    train = tag_store.tagged_images(conn, "train")
+    train.update(tag_store.tagged_images(conn, "val"))
+    test = tag_store.tagged_images(conn, "test")
+    counts = {t: sum(t in tags for tags in train.values()) for t in names}
+    tag_ids = [t for t in names if MIN_POSITIVES <= counts[t] < len(train)]
+    if not tag_ids:
+        raise ModelError(f"tag at least {MIN_POSITIVES} train-split images with a tag (and leave some without it)"
+                         " before training a tag model")
+    skipped = sorted(names[t] for t in names if t not in tag_ids and counts[t] > 0)
+    everything = repo.all_images(conn)
+    data = TrainData(train=[], val=[], everything=everything, test={}, names={})
+    ctx = Context(conn, Path(cache_dir), data, select_runtime(device), progress, cancel)
+    feats, ok, features, req = _features_for(ctx, req)
+    ctx.check()
+    row_of = {image_id: k for k, (image_id, _, _) in enumerate(everything)}
+    rows, Y = tag_matrix(train, row_of, ok, tag_ids)
+    if progress is not None:
+        progress(0, 1, "training the tag head")
+    head = TagHead(l2=float(req.options.get("l2", 1e-3))).fit(feats[rows], Y, [names[t] for t in tag_ids],
+                                                             cancel=cancel)
+    ctx.check()
+    scores = head.predict_proba(feats)
+    scores[scores < STORE_MIN_SCORE] = 0.0  # as stored, so `evaluate` later gives the same figures
+    path = ctx.models_dir / f"tags-{req.backbone}-{uuid.uuid4().hex[:12]}.npz"
+    head.save(path)
+    try:
+        return _store(conn, head, scores, ok, everything, row_of, test, tag_ids, names, req, features, path,
+                      skipped, len(rows), started, progress, cancel)
+    except BaseException:
+        path.unlink(missing_ok=True)  # cancelled or failed: no model row, so no file either
+        raise
+
+
+def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, names, req, features, path,
+           skipped, n_train, started, progress, cancel) -> TrainResult:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("training cancelled")
+    tags = [names[t] for t in tag_ids]
+    metrics: dict = {"oof_map": head.oof_map_}
+    test_rows, Y_test = tag_matrix(test, row_of, ok, tag_ids)
+    if test_rows:
+        metrics.update(evaluate_tags(Y_test, scores[test_rows], head.thresholds_, tags), n=len(test_rows))
+    metrics["seconds"] = time.perf_counter() - started
+    on = "fine-tuned" if "network" in features else "ImageNet"
+    params = {"tags": tags, "thresholds": dict(zip(tags, head.thresholds_.tolist(), strict=True)),
+              "n_train": n_train, "skipped_tags": skipped,
+              "summary": f"{len(tags)} tags, sigmoid head (BCE) on {on} {req.backbone} features",
+              "predictor": {"kind": "tags", "path": str(path), "features": features}}
+    params = json.loads(json.dumps(params, default=_jsonable))
+    metrics = json.loads(json.dumps(metrics, default=_jsonable))
+    rows = [(int(everything[r][0]), tag_ids[k], float(scores[r, k]))
+            for r in np.flatnonzero(ok) for k in np.flatnonzero(scores[r])]
+    if progress is not None:
+        progress(1, 1, "saving tag predictions")
+    with write(conn):  # the model appears with all its predictions, or not at all
+        model_id = repo.add_model(conn, backbone=req.backbone, method="tags", classes=tag_ids, params=params)
+        tag_store.write_tag_predictions(conn, model_id, rows)
+        repo.update_model(conn, model_id, metrics=metrics, checkpoint=str(path))
+    return TrainResult(model_id, metrics, params, metrics["seconds"], "tags")
+
+
+def evaluate_tag_model(conn: sqlite3.Connection, row: sqlite3.Row, split: str | None = "test") -> dict:
+    """mAP and per-tag AP/precision/recall/F1 of a stored tag model against the current tags of a split."""
+    params = json.loads(row["params"] or "{}")
+    tag_ids = [int(t) for t in json.loads(row["classes"])]
+    names = tag_store.tag_names(conn)
+    truth = tag_store.tagged_images(conn, split)
+    if not truth:
+        raise ModelError(f"no tagged images in the {split} split to evaluate the tag model on")
+    ids = sorted(truth)
+    col = {t: k for k, t in enumerate(tag_ids)}
+    scores = np.zeros((len(ids), len(tag_ids)))
+    pos = {image_id: k for k, image_id in enumerate(ids)}
+    marks = ",".join("?" * len(ids))
+    for image_id, tag_id, score in conn.execute(
+            f"SELECT image_id, tag_id, score FROM tag_predictions WHERE model_id = ? AND image_id IN ({marks})",
+            (row["id"], *ids)):
+        if tag_id in col:
+            scores[pos[image_id], col[tag_id]] = score
+    Y = np.array([[t in truth[i] for t in tag_ids] for i in ids], dtype=bool)
+    tags = [names.get(t, str(t)) for t in tag_ids]
+    thresholds = np.array([params.get("thresholds", {}).get(t, 0.5) for t in tags])
+    out = evaluate_tags(Y, scores, thresholds, tags)
+    out.update(model=row["id"], split=split, n=len(ids), method="tags")
+    return out
+
