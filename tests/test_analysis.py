@@ -125,3 +125,52 @@ def test_per_class_scores_and_training_curves_from_stored_metrics(demo_project):
 
 def test_paths_exist():
     assert all(Path(p).exists() for p in _demo_paths())
+
+
+def test_mean_l2_distance_between_kernels_per_layer_group():
+    from artannot.ml.networks import build_network, reinitialize
+
+    a = build_network("efficientnet_lite0", 3)
+    b = build_network("efficientnet_lite0", 3)
+    b.classifier.load_state_dict(a.classifier.state_dict())  # the same new head on both
+    names, l2, rel = A.kernel_distance_by_layer(a, b)
+    assert names[:2] == ["stem", "stage1"] and names[-1] == "classifier" and max(l2) == 0.0
+    reinitialize(b.stem)  # what adaptive layer-based optimization does to the lowest layers
+    with torch.no_grad():
+        b.blocks[3][0]._project_conv.weight.mul_(1.1)  # a fine-tuned-like nudge in stage 4
+    names, l2, rel = A.kernel_distance_by_layer(a, b)
+    by = dict(zip(names, rel, strict=True))
+    assert by["stem"] > 0.8 and by["stage4"] == pytest.approx(0.1 * _share(a.blocks[3]), rel=1e-4)
+    assert by["stage1"] == 0.0 and by["head conv"] == 0.0 and dict(zip(names, l2, strict=True))["stem"] > 0
+    c = build_network("efficientnet_lite0", 5)  # another number of classes: the classifier is not compared
+    assert "classifier" not in A.kernel_distance_by_layer(a, c)[0]
+
+
+def _share(group) -> float:
+    """The fraction of a group's kernels that belong to the first block's projection conv."""
+    kernels = [w.shape[0] for n, w in group.named_parameters() if w.dim() in (2, 4)]
+    return group[0]._project_conv.weight.shape[0] / sum(kernels)
+
+
+def test_compare_job_measures_cka_overlap_and_kernel_change(demo_project):
+    """What Analysis ▸ Compare runs in the worker: ImageNet against a network with a new stem."""
+    import threading
+
+    from artannot.gui.analysis_dialog import _compare_job
+    from artannot.ml.networks import build_network, reinitialize, save_network
+    from artannot.project import Project
+    from artannot.store import repo
+
+    with Project(demo_project) as p:
+        net = build_network("efficientnet_lite0", 5)
+        reinitialize(net.stem)
+        ckpt = p.cache_dir / "models" / "stemless.pt"
+        save_network(net, ckpt, {"backbone": "efficientnet_lite0", "n_outputs": 5, "class_ids": [1, 2, 3, 4, 5],
+                                 "image_size": None, "method": "adaptive", "run": "stemless"})
+        model = repo.add_model(p.conn, backbone="efficientnet_lite0", method="adaptive", classes=[1, 2, 3, 4, 5],
+                               params={"predictor": {"kind": "network", "path": str(ckpt)}})
+    out = _compare_job(demo_project, None, model, 16, None, threading.Event())
+    kernels = dict(zip(out["kernels"]["layers"], out["kernels"]["relative"], strict=True))
+    assert kernels["stem"] > 0.8 and kernels["stage3"] == 0.0 and "classifier" not in kernels
+    cka = dict(zip(out["layers"], out["cka"], strict=True))
+    assert cka["stem"] < 0.9 and len(out["ids"]) == 16

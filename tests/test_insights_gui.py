@@ -233,7 +233,10 @@ def test_analysis_dialog_compare_per_class_and_curves(qtbot, window, tmp_path):
                     "val_top1": 0.25 * e} for e in (1, 2, 3)]})
     dialog = window.insights.show_analysis()
     dialog.set_result({"a": acts_a, "b": acts_b, "ids": ids, "layers": names, "cka": cka,
-                       "overlap": top_overlap_by_layer(acts_a, acts_b, 10)})
+                       "overlap": top_overlap_by_layer(acts_a, acts_b, 10),
+                       "kernels": {"layers": ["stage1"], "l2": [0.25], "relative": [0.5]}})
+    assert "Mean l2 distance between kernels: stage1 0.25" in dialog.summary.text()
+    assert len(dialog.cka_plot.getPlotItem().listDataItems()) == 3  # CKA, overlap, kernel change
     assert cka[0] == pytest.approx(1.0) and cka[1] < 0.6
     assert [dialog.layer_box.itemText(i) for i in range(dialog.layer_box.count())] == ["stage1", "features"]
     dialog.layer_box.setCurrentIndex(0)
@@ -267,3 +270,31 @@ def test_map_and_neighbours_computed_in_the_worker(qtbot, window):
     assert views.similar.shown[0] == first and len(views.similar.shown) == 13
     tsne.compute()  # same images, same model: served from the cache
     qtbot.waitUntil(lambda: tsne.embedding.cached, timeout=60_000)
+
+
+def test_per_tag_precision_of_a_tag_model(qtbot, window):
+    from artannot.gui.train_dialog import TrainDialog
+    from artannot.gui.train_panel import describe_metrics
+
+    p = window.project
+    per_tag = {"red": {"ap": 0.9, "f1": 0.8, "precision": 0.8, "recall": 0.8, "n": 4},
+               "blue": {"ap": 0.5, "f1": 0.4, "precision": 0.5, "recall": 0.33, "n": 3},
+               "gold": {"ap": None, "f1": 0.0, "precision": 0.0, "recall": 0.0, "n": 0}}
+    metrics = {"map": 0.7, "n": 8, "per_tag": per_tag, "oof_map": 0.6}
+    m = repo.add_model(p.conn, backbone="efficientnet_lite0", method="tags", classes=[], params={})
+    repo.update_model(p.conn, m, metrics=metrics)
+    assert describe_metrics(m, metrics) == f"tag model {m}: test mAP 70% (8 tagged images)"
+    dialog = window.insights.show_analysis()
+    dialog.refresh_models()
+    dialog.tabs.setCurrentIndex(1)
+    k = dialog.class_model.findData(m)
+    assert "mAP 70%" in dialog.class_model.itemText(k)
+    dialog.class_model.setCurrentIndex(k)
+    dialog.show_per_class()
+    assert "mAP 70% on 8 tagged test images" in dialog.class_info.text()
+    ticks = [name for _, name in dialog.class_plot.getAxis("left")._tickLevels[0]]
+    assert ticks == ["blue", "red"]  # tags without test positives have no AP and no bar
+    dialog.close()
+    train = TrainDialog(window, models=p.models(), method="tags")
+    qtbot.addWidget(train)
+    assert train.options()["method"] == "tags" and "sigmoid" in train.about.text()

@@ -7,6 +7,7 @@ import random
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -139,6 +140,16 @@ def test_tag_model_learns_per_tag_thresholds_and_map(scenes):
         assert hits >= 0.8 * len(truth)  # exact tag sets, train and test images together
         with pytest.raises(ModelError, match="tag model"):
             p.predict_files([p.images()[0].path], model_id=result.model_id)
+        # where the model sees a tag: Grad-CAM through the sigmoid head, mass on the one shape shown
+        lone = next(name for name, kinds in truth.items() if kinds == ["circle"])
+        heat = p.saliency(ids[lone], model_id=result.model_id, class_name="circle", device="cpu")
+        assert heat.class_name == "circle" and {t for t, _ in heat.top} == set(SHAPES)
+        ink = np.asarray(heat.image.convert("L")) < 250  # the shape, in the image the network saw
+        ys, xs = np.nonzero(ink)
+        box = np.zeros_like(ink)
+        box[max(0, ys.min() - 8):ys.max() + 9, max(0, xs.min() - 8):xs.max() + 9] = True
+        assert heat.heatmap[box].sum() / heat.heatmap.sum() > 2 * box.mean(), (box.mean(),)
+        assert p.saliency(ids[lone], model_id=result.model_id, class_name="square", device="cpu").score < heat.score
 
 
 def test_tag_model_cancel_stores_nothing(scenes):

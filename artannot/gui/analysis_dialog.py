@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from functools import partial
@@ -57,7 +58,20 @@ def _compare_job(path: Path, a: int | None, b: int | None, max_images: int, prog
         raise RuntimeError("the two models were measured on different images")
     names, cka = cka_by_layer(acts_a, acts_b)
     return {"a": acts_a, "b": acts_b, "ids": ids, "layers": names, "cka": cka,
-            "overlap": top_overlap_by_layer(acts_a, acts_b, 100) if acts_a.names == acts_b.names else None}
+            "overlap": top_overlap_by_layer(acts_a, acts_b, 100) if acts_a.names == acts_b.names else None,
+            "kernels": _kernel_distances(path, a, b)}
+
+
+def _kernel_distances(path: Path, a: int | None, b: int | None) -> dict | None:
+    """Mean l2 distance between the two networks' kernels per layer group (None for other architectures)."""
+    from artannot.ml.analysis import kernel_distance_by_layer
+    from artannot.ml.saliency import model_source
+    from artannot.project import Project
+
+    with Project(path) as p:
+        nets = [model_source(p.conn, m).load_network() for m in (a, b)]
+    names, absolute, relative = kernel_distance_by_layer(*nets)
+    return {"layers": names, "l2": absolute, "relative": relative} if names else None
 
 
 def _styled(plot: pg.PlotWidget) -> pg.PlotWidget:
@@ -222,12 +236,25 @@ class AnalysisDialog(QDialog):
             self.cka_plot.plot(x, result["overlap"], pen=pg.mkPen("#e15759", width=2, style=Qt.PenStyle.DashLine),
                                symbol="s", symbolSize=7, symbolBrush="#e15759",
                                name="mean top-100 overlap of channels")
+        kernels = result.get("kernels")
+        if kernels:  # plotted at the CKA layers of the same name
+            pos = {n: k for k, n in enumerate(layers)}
+            pts = [(pos[n], v) for n, v in zip(kernels["layers"], kernels["relative"], strict=True) if n in pos]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                self.cka_plot.plot(list(xs), list(ys), pen=pg.mkPen("#59a14f", width=2, style=Qt.PenStyle.DotLine),
+                                   symbol="t", symbolSize=8, symbolBrush="#59a14f",
+                                   name="kernel change: mean ‖w_A − w_B‖ / ‖w_A‖")
         self.cka_plot.getAxis("bottom").setTicks([list(zip(x.tolist(), layers, strict=True))])
         self.cka_plot.setXRange(-0.5, len(layers) - 0.5)
         self.label_a.setText(f"A — {result['a'].description}: top images of the channel")
         self.label_b.setText(f"B — {result['b'].description}: top images of the channel")
         cka_txt = ", ".join(f"{n} {v:.2f}" for n, v in zip(layers, result["cka"], strict=True))
-        self.summary.setText(f"{len(result['ids']):,} images. CKA: {cka_txt}")
+        text = f"{len(result['ids']):,} images. CKA: {cka_txt}"
+        if kernels:
+            text += "<br>Mean l2 distance between kernels: " + ", ".join(
+                f"{n} {v:.3g}" for n, v in zip(kernels["layers"], kernels["l2"], strict=True))
+        self.summary.setText(text)
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
         shared = [n for n in result["a"].names if n in result["b"].names
@@ -328,6 +355,8 @@ class AnalysisDialog(QDialog):
             self.class_info.setText("Train a model to see its per-class accuracy")
             return
         scores = per_class_scores(conn, model_id)
+        if not scores and self._show_per_tag(conn, model_id):
+            return
         if not scores:
             self.class_info.setText("This model has no test scores (no labelled test split when it was trained)")
             return
@@ -346,6 +375,31 @@ class AnalysisDialog(QDialog):
         self.class_plot.setXRange(0, 1.25)
         self.class_plot.setYRange(-0.6, len(names) - 0.4)
         self.class_info.setText("Dark: top-1 · light: top-5 · n = test images of the class")
+
+    def _show_per_tag(self, conn, model_id: int) -> bool:
+        """A tag model's average precision (dark) and F1 at its threshold (light) per tag; False if none."""
+        from artannot.store import repo
+
+        metrics = json.loads(repo.get_model(conn, model_id)["metrics"] or "{}")
+        per = {t: m for t, m in metrics.get("per_tag", {}).items() if m.get("ap") is not None}
+        if not per:
+            return False
+        names = sorted(per, key=lambda t: per[t]["ap"])
+        y = np.arange(len(names))
+        self.class_plot.addItem(pg.BarGraphItem(x0=0, y=y, height=0.8, width=[per[t]["ap"] for t in names],
+                                                brush="#aec7e8", pen=None))
+        self.class_plot.addItem(pg.BarGraphItem(x0=0, y=y, height=0.5, width=[per[t]["f1"] for t in names],
+                                                brush="#1f77b4", pen=None))
+        for yy, t in zip(y, names, strict=True):
+            text = pg.TextItem(f"AP {per[t]['ap']:.0%} · n={per[t]['n']}", color="#263238", anchor=(0, 0.5))
+            text.setPos(min(1.0, per[t]["ap"]) + 0.01, float(yy))
+            self.class_plot.addItem(text)
+        self.class_plot.getAxis("left").setTicks([list(zip(y.tolist(), names, strict=True))])
+        self.class_plot.setXRange(0, 1.3)
+        self.class_plot.setYRange(-0.6, len(names) - 0.4)
+        self.class_info.setText(f"Tag model: mAP {metrics['map']:.0%} on {metrics.get('n', 0)} tagged test images"
+                                " · light: average precision · dark: F1 at the tag's threshold")
+        return True
 
     # ---- curves -------------------------------------------------------------------------------------
     def _build_curves(self) -> QWidget:

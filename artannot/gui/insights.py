@@ -76,6 +76,8 @@ class ModelCombo(QComboBox):
             text = f"Model {m['id']} · {m['method']} · {m['backbone']}"
             if m.get("top1") is not None:
                 text += f" · top-1 {m['top1']:.0%}"
+            elif m.get("map") is not None:
+                text += f" · mAP {m['map']:.0%}"
             self.addItem(text, int(m["id"]))
             self.setItemData(self.count() - 1, m.get("summary") or text, Qt.ItemDataRole.ToolTipRole)
         if allow_imagenet:

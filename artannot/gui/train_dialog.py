@@ -51,6 +51,8 @@ METHODS: tuple[tuple[str, str, str], ...] = (
     ("ensemble", "Ensemble of trained models", "Averages the scores of models you already trained."),
     ("baseline", "ImageNet baseline (no training)", "Uses the ImageNet classifier as is, with a file mapping"
      " ImageNet categories to your classes."),
+    ("tags", "Tag model (multi-label)", "Learns the images' tags (several per image) with a sigmoid head on deep"
+     " features, a threshold per tag and mAP per tag. Its suggestions appear in the Tags panel."),
 )
 NETWORK_METHODS = ("finetune", "adaptive", "frozen", "double")
 DEFAULT_BUDGET_MIN = 10

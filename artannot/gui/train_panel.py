@@ -20,6 +20,10 @@ def format_eta(seconds: float) -> str:
 
 def describe_metrics(model_id: int, metrics: dict) -> str:
     """'model 3: test top-1 72%, top-5 93%' (or a note when there was no test split)."""
+    if metrics and "map" in metrics:
+        return f"tag model {model_id}: test mAP {metrics['map'] * 100:.0f}% ({metrics.get('n', 0)} tagged images)"
+    if metrics and "oof_map" in metrics:
+        return f"tag model {model_id}: no tagged test images to score it"
     if not metrics or "top1" not in metrics:
         return f"model {model_id}: no labelled test images to score it"
     return (f"model {model_id}: test top-1 {metrics['top1'] * 100:.0f}%, top-5 {metrics['top5'] * 100:.0f}%"

@@ -32,6 +32,7 @@ __all__ = [
     "LayerActivations",
     "class_entropy",
     "cka_by_layer",
+    "kernel_distance_by_layer",
     "layer_activations",
     "linear_cka",
     "model_activations",
@@ -238,6 +239,38 @@ def cka_by_layer(a: LayerActivations, b: LayerActivations) -> tuple[list[str], l
         labels = [f"{x} / {y}" for x, y in zip(a.names[:k], b.names[:k], strict=True)] + ["features"]
         return labels, [linear_cka(x[ok], y[ok]) for x, y in pairs]
     return names, [linear_cka(a[n][ok], b[n][ok]) for n in names]
+
+
+def kernel_distance_by_layer(net_a: torch.nn.Module, net_b: torch.nn.Module) -> tuple[list[str], list[float], list[float]]:
+    """Gonthier's mean l2 distance between kernels, per layer group: (names, mean ||w_a - w_b||, mean relative).
+
+    A kernel is one output filter of a convolution or fully connected layer (its weights flattened); a layer
+    group's figure is the mean over its kernels. The relative figure divides each distance by ||w_a||: 0 for an
+    unchanged layer, about 1.4 for a re-initialized one. Groups whose weights differ in shape (a classifier
+    with other classes, another architecture) are left out.
+    """
+    import torch
+
+    from artannot.ml.networks import group_names
+
+    groups_a, groups_b = net_a.layer_groups(), net_b.layer_groups()
+    if len(groups_a) != len(groups_b):
+        return [], [], []
+    names, absolute, relative = [], [], []
+    for name, ga, gb in zip(group_names(net_a), groups_a, groups_b, strict=True):
+        dists, rels = [], []
+        for (ka, wa), (kb, wb) in zip(ga.named_parameters(), gb.named_parameters(), strict=False):
+            if ka != kb or wa.shape != wb.shape or wa.dim() not in (2, 4):
+                continue  # biases and norms are not kernels
+            a, b = wa.detach().float().flatten(1), wb.detach().float().flatten(1)
+            d = (a - b).norm(dim=1)
+            dists.append(d)
+            rels.append(d / a.norm(dim=1).clamp_min(1e-12))
+        if dists:
+            names.append(name)
+            absolute.append(float(torch.cat(dists).mean()))
+            relative.append(float(torch.cat(rels).mean()))
+    return names, absolute, relative
 
 
 # -- stored metrics -----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class ModelSource:
     model_id: int | None  # None: the ImageNet backbone itself, no trained model
     backbone: str
     feature_key: str  # FeatureCache key of its penultimate features (backbone name or fine-tuned run)
-    head: str  # imagenet | svm | linear | network | baseline
+    head: str  # imagenet | svm | linear | network | baseline | tags
     network_path: str | None = None  # fine-tuned checkpoint (a plain state dict), None for ImageNet weights
     image_size: int | None = None  # input size the fine-tuned network was trained at
     head_path: str | None = None  # .npz of an SVM or linear probe
@@ -110,15 +111,16 @@ def model_source(conn: sqlite3.Connection, model_id: int | None, backbone: str =
     kind = pred.get("kind")
     label = f"model {model_id}: {params.get('summary') or row['method']}"
     classes = tuple(int(c) for c in json.loads(row["classes"] or "[]"))
-    if kind == "classifier":
+    if kind in ("classifier", "tags"):  # a head on a backbone's or a fine-tuned network's features
         src = pred.get("features") or {}
+        head = pred["classifier"] if kind == "classifier" else "tags"
         if "network" in src:
             meta = _network_meta(src["network"])
-            return ModelSource(model_id, meta["backbone"], src.get("key") or meta.get("run"), pred["classifier"],
+            return ModelSource(model_id, meta["backbone"], src.get("key") or meta.get("run"), head,
                                network_path=src["network"], image_size=src.get("image_size"),
                                head_path=pred["path"], class_ids=classes, description=label)
         return ModelSource(model_id, src.get("backbone", row["backbone"]), src.get("backbone", row["backbone"]),
-                           pred["classifier"], head_path=pred["path"], class_ids=classes, description=label)
+                           head, head_path=pred["path"], class_ids=classes, description=label)
     if kind == "network":
         meta = _network_meta(pred["path"])
         return ModelSource(model_id, meta["backbone"], meta.get("run") or Path(pred["path"]).stem, "network",
@@ -267,6 +269,13 @@ def load_explainer(conn: sqlite3.Connection, source: ModelSource, net: nn.Module
         probe = LinearProbe.load(source.head_path)
         return Explainer(source, net, LinearHead(probe), [names.get(int(c), str(c)) for c in probe.classes_],
                          baseline=torch.as_tensor(np.asarray(probe.mean_), dtype=torch.float32))
+    if source.head == "tags":  # where the model sees a tag: the sigmoid head's logit of that tag
+        from artannot.ml.multilabel import TagHead
+
+        tags = TagHead.load(source.head_path)
+        probe = SimpleNamespace(mean_=tags.mean_, scale_=tags.scale_, coef_=tags.coef_.T, intercept_=tags.intercept_)
+        return Explainer(source, net, LinearHead(probe), list(tags.tags_), proba=lambda s: torch.sigmoid(s.float()),
+                         baseline=torch.as_tensor(np.asarray(tags.mean_), dtype=torch.float32))
     raise ModelError(f"cannot explain a model with a {source.head!r} head")
 
 
