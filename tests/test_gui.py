@@ -91,10 +91,13 @@ def test_training_shows_predictions_in_grid_viewer_and_evaluation(qtbot, window)
     results: list = []
     window.training_finished.connect(results.append)
     window.job_failed.connect(results.append)  # a failure ends the wait at once, with its message
+    window.train_panel.budget.setValue(1)  # the one-click budget the curator sees beside Train
     qtbot.mouseClick(window.train_panel.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: bool(results), timeout=180_000)
     result = results[0]
     assert not isinstance(result, str), result
+    assert result.method == "auto" and result.params["auto"]["budget_s"] == 60.0  # one click is `auto`
+    assert result.params["auto"]["reason"] and result.params["chosen"] in ("svm", "adaptive+svm")
     print(f"training in the GUI took {time.perf_counter() - start:.1f} s")
     assert window.project.latest_model_id() == result.model_id
     rows = window.thumbnails.rows()

@@ -72,11 +72,14 @@ class JobRunner(QObject):
         return job
 
     def start_training(self, options: dict | None = None) -> Job | None:
-        """Train in the background (options: Project.train's keyword arguments); the grid shows the result."""
+        """Train in the background (options: Project.train's keyword arguments; None: the one-click `auto`
+        within the panel's budget); the grid shows the result."""
         w = self.window
         if self.busy:
             w.statusBar().showMessage("A job is already running", 4000)
             return None
+        if options is None:
+            options = w.train_panel.one_click_options()
         path = w.project.path if w.project else None
         return self._submit("training", partial(_train, path, dict(options or {})), self._on_trained,
                             self._on_train_cancelled)

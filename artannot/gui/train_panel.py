@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QSpinBox, QWidget
+
+DEFAULT_BUDGET_MIN = 2  # one click on a laptop: an SVM in well under a minute, fine-tuning only if it fits
 
 
 def format_eta(seconds: float) -> str:
@@ -39,8 +41,17 @@ class TrainPanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Train a model on the labelled train split and predict every image")
+        self.train_button.setToolTip("One click: automatic training on the labelled train split (an SVM on deep"
+                                     " features first, then adaptive fine-tuning + SVM when it fits the time budget"
+                                     " or there is a GPU); it keeps the more accurate and says why")
         self.train_button.setDefault(False)
+        self.budget = QSpinBox()
+        self.budget.setRange(1, 24 * 60)
+        self.budget.setValue(DEFAULT_BUDGET_MIN)
+        self.budget.setPrefix("budget ")
+        self.budget.setSuffix(" min")
+        self.budget.setToolTip("How long the one-click Train may take: more time lets it try fine-tuning"
+                               " (Model ▸ Train with options… picks a method yourself)")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running job (nothing half-finished is kept)")
         self.progress = QProgressBar()
@@ -55,6 +66,7 @@ class TrainPanel(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
         layout.addWidget(self.train_button)
+        layout.addWidget(self.budget)
         layout.addWidget(self.cancel_button)
         layout.addWidget(self.progress)
         layout.addWidget(self.stage, 1)
@@ -63,6 +75,10 @@ class TrainPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.set_running(None)
         self.set_enabled_for_project(False)
+
+    def one_click_options(self) -> dict:
+        """What the Train button trains: `auto` within the budget shown beside it."""
+        return {"method": "auto", "options": {"budget": 60.0 * self.budget.value()}}
 
     def set_enabled_for_project(self, has_project: bool) -> None:
         """Training needs an open project."""
