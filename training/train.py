@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             m = result.metrics
             rows.append({"run": run["name"], "method": run["method"], "backbone": run["backbone"],
                          "model": result.model_id, "top1": m.get("top1"), "top5": m.get("top5"),
-                         "macro_f1": m.get("macro_f1"), "seconds": round(time.perf_counter() - t, 1),
+                         "macro_f1": m.get("macro_f1"), "map": m.get("map"), "seconds": round(time.perf_counter() - t, 1),
                          "paper": run.get("paper"), "summary": result.params.get("summary")})
     order = [r for r in recipe.get("expected_order", []) if any(row["run"] == r for row in rows)]
     top1 = {row["run"]: row["top1"] or 0.0 for row in rows}
@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
     print(f"{recipe.get('name')}: {recipe.get('paper', '')}")
-    print(f"{'run':<26} {'model':>5} {'top-1':>7} {'top-5':>7} {'F1':>7} {'paper':>15} {'time':>7}")
+    print(f"{'run':<26} {'model':>5} {'top-1':>7} {'top-5':>7} {'F1':>7} {'mAP':>7} {'paper':>15} {'time':>7}")
     for r in rows:
         paper = r["paper"] or {}
         ref = f"{paper['top1']:.1%}/{paper['top5']:.1%}" if "top1" in paper and "top5" in paper else ""
+        tags = f"{r['map']:7.1%}" if r["map"] is not None else f"{'-':>7}"  # tag models: mAP, no top-k
         print(f"{r['run']:<26} {r['model']:>5} {r['top1'] or 0:7.1%} {r['top5'] or 0:7.1%} {r['macro_f1'] or 0:7.1%}"
-              f" {ref:>15} {r['seconds']:6.0f}s")
+              f" {tags} {ref:>15} {r['seconds']:6.0f}s")
     for s in skipped:
         print(f"skipped {s}")
     if holds is not None:
