@@ -42,6 +42,19 @@ def demo_project(tmp_path: Path, demo_subset: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def small(tmp_path: Path) -> tuple[Path, Path]:
+    """Four real PNGs (circle/, square/) and a project with them imported, labels from folder names."""
+    from artannot.project import Project
+    from tests.shapes import make_shape_collection
+
+    root = make_shape_collection(tmp_path / "art", per_class=2, kinds=("circle", "square"))
+    path = tmp_path / "p.artannot"
+    with Project.create(path) as p:
+        p.import_folder(root)
+    return root, path
+
+
 def show_main_window(qtbot, project_path: Path):
     """The real main window on a project, shown and active so its shortcuts work; closes without asking."""
     from artannot.gui.main_window import MainWindow

@@ -186,15 +186,6 @@ def test_resplit_with_val_is_stratified_deterministic_and_set_split_edits(curate
 # ---- bad input -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small(tmp_path):
-    root = make_shape_collection(tmp_path / "art", per_class=2, kinds=("circle", "square"))
-    path = tmp_path / "p.artannot"
-    with Project.create(path) as p:
-        p.import_folder(root)
-    return root, path
-
-
 def refused(path: Path, root: Path, labels_from: str, *words: str, vocabulary: Path | None = None) -> str:
     """Import must raise ImportFormatError with one line containing words and change nothing."""
     with Project(path) as p:

@@ -13,7 +13,6 @@ from artannot.data.formats import read_annotations
 from artannot.errors import ImportFormatError
 from artannot.project import Project
 from artannot.store import tags as tag_store
-from tests.shapes import make_shape_collection
 
 TABLES = ("sources", "images", "classes", "events", "labels", "boxes", "tags", "image_tags")
 
@@ -39,16 +38,6 @@ def sources_by_path(p: Project) -> dict[str, dict[str, str]]:
 
 def labels(p: Project) -> dict[int, int | None]:
     return {r.id: r.class_id for r in p.images()}
-
-
-@pytest.fixture
-def small(tmp_path):
-    """Four real PNGs (circle/, square/) and a project with them imported, labels from folder names."""
-    root = make_shape_collection(tmp_path / "art", per_class=2, kinds=("circle", "square"))
-    path = tmp_path / "p.artannot"
-    with Project.create(path) as p:
-        p.import_folder(root)
-    return root, path
 
 
 def test_csv_tags_only_file_tags_known_images_in_one_undo_step(small, tmp_path):
