@@ -152,6 +152,12 @@ class Project:
         """A curator removes tags from images, one undoable edit; None if none of them had the tags."""
         return tag_store.set_tags(self.conn, image_ids, names, False)
 
+    def accept_tag_suggestions(self, image_ids: Sequence[int], *, model_id: int | None = None) -> int | None:
+        """Give images the tags the (newest) tag model scores over threshold, as a curator's one undoable edit;
+        None when there is no tag model or nothing to add. Tags a curator removed stay removed."""
+        model_id = model_id if model_id is not None else tag_store.latest_tag_model_id(self.conn)
+        return None if model_id is None else tag_store.accept_suggestions(self.conn, model_id, image_ids)
+
     def tag_suggestions(self, image_id: int, *, model_id: int | None = None) -> list[tuple[str, float, bool]]:
         """A tag model's (tag, probability, over its threshold) for an image, best first; [] with no tag model."""
         model_id = model_id if model_id is not None else tag_store.latest_tag_model_id(self.conn)

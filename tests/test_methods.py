@@ -231,7 +231,7 @@ def test_auto_reports_what_it_chose_and_why(shapes):
         assert p.models()[-1]["chosen"] == roomy.params["chosen"]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "tags"])  # tags: tests/test_tags.py
 def test_cancel_stops_every_method_and_stores_nothing(shapes, trained, method, tmp_path):
     (tmp_path / "map.json").write_text('{"circle": ["ping-pong ball"]}')
     extra = {"ensemble": {"models": [trained["svm"], trained["linear"]]}, "double": {"intermediate": str(shapes)},

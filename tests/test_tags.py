@@ -150,6 +150,17 @@ def test_tag_model_learns_per_tag_thresholds_and_map(scenes):
         box[max(0, ys.min() - 8):ys.max() + 9, max(0, xs.min() - 8):xs.max() + 9] = True
         assert heat.heatmap[box].sum() / heat.heatmap.sum() > 2 * box.mean(), (box.mean(),)
         assert p.saliency(ids[lone], model_id=result.model_id, class_name="square", device="cpu").score < heat.score
+        # accepting the model's tags: one human edit, batched; a tag a curator removed stays removed
+        first, second = ids[lone], ids[next(n for n, k in truth.items() if "square" in k and n != lone)]
+        p.remove_tags([first], ["circle"])
+        square = tag_store.ensure_tags(p.conn, ["square"])["square"]
+        tag_store.apply_tags(p.conn, [tag_store.TagChange(second, square, False, "rule")], description="a rule")
+        event = p.accept_tag_suggestions([first, second])
+        assert event is not None
+        assert "circle" not in p.image_tags([first]).get(first, [])
+        assert set(p.image_tags([second])[second]) >= {t for t, _, over in p.tag_suggestions(second) if over}
+        assert tag_store.tag_sources_for(p.conn, second)["square"] == "human"
+        assert p.undo().id == event and "circle" not in p.image_tags([first]).get(first, [])
 
 
 def test_tag_model_cancel_stores_nothing(scenes):
@@ -207,3 +218,17 @@ def test_cli_tags_train_evaluate_and_models(scenes, tmp_path, capsys):
     assert f"{out['metrics']['map']:6.1%}" in capsys.readouterr().out
     assert cli.main(["tags", str(path), str(first.id)]) == 0
     assert "tag model:" in capsys.readouterr().out
+
+
+def test_rare_tags_get_a_threshold_floor():
+    """A tag the head barely learns must not be suggested on every image because its best-F1 cut is tiny."""
+    from artannot.ml.multilabel import TagHead
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8))
+    Y = np.zeros((60, 2))
+    Y[:, 0] = X[:, 0] > 0  # learnable
+    Y[[3, 17], 1] = 1  # two unrelated positives: out-of-fold scores near zero
+    head = TagHead().fit(X, Y, ["common", "rare"])
+    assert head.thresholds_[1] == pytest.approx(0.2) and 0.2 <= head.thresholds_[0] < 0.9
+    assert head.predict(X)[:, 1].sum() <= 5

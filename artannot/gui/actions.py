@@ -32,6 +32,10 @@ WIDGET_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Boxes", "drag a box · its handles", "move · resize"),
     ("Boxes", "Delete · Esc · Tab", "delete the selected box · deselect · next box"),
     ("Boxes", "wheel · + − · right-drag · double-click", "zoom · zoom · pan · fit the image"),
+    ("Tags", "Enter · , ;", "in the tag field: add the typed tag to the selection · separate several tags"),
+    ("Tags", "× · Delete on a tag", "remove the tag from every selected image (+ gives a grey one to all)"),
+    ("Tags", "click a suggestion", "add the tag model's suggestion to the selection"),
+    ("Tags", "Esc", "leave the tag field, back to the grid"),
 )
 
 
@@ -75,7 +79,7 @@ def build_menus(w: MainWindow) -> None:
     _action(w, file, "&Quit", w.close, ["Ctrl+Q"])
 
     edit = bar.addMenu("&Edit")
-    w.undo_action = _action(w, edit, "&Undo", w.undo, ["Ctrl+Z"], "Undo the last label, box or class edit")
+    w.undo_action = _action(w, edit, "&Undo", w.undo, ["Ctrl+Z"], "Undo the last label, box, tag or class edit")
     w.redo_action = _action(w, edit, "&Redo", w.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
     edit.addSeparator()
     w.accept_action = _action(w, edit, "&Accept the model's guess", w.accept_predictions,
@@ -84,6 +88,11 @@ def build_menus(w: MainWindow) -> None:
                              tip="Class keys set a class, 0 or Delete clears")
     w.advance_action = _action(w, edit, "Advance after labelling &one image", lambda _on: None, checkable=True)
     w.advance_action.setChecked(True)
+    tags = edit.addMenu("&Tags")  # a submenu, so the overlay lists its keys under "Tags"
+    w.focus_tags_action = _action(w, tags, "&Add tags to the selection…", w.focus_tags, ["#"],
+                                  "Type tags for the selected images; comma separates several, Enter adds")
+    w.accept_tags_action = _action(w, tags, "Accept &suggested tags", w.accept_tag_suggestions, ["Shift+Space"],
+                                   "Each selected image takes the tag model's suggestions over their thresholds")
 
     classes = bar.addMenu("&Classes")
     w.add_class_action = _action(w, classes, "&Add class…", w._ask_add_class)
@@ -104,6 +113,7 @@ def build_menus(w: MainWindow) -> None:
     view.addSeparator()
     view.addAction(w.classes_dock.toggleViewAction())
     view.addAction(w.image_dock.toggleViewAction())
+    view.addAction(w.tags_dock.toggleViewAction())
     view.addSeparator()
     w.shortcuts_action = _action(w, view, "&Keyboard shortcuts", w.show_shortcuts, ["?"])
 

@@ -2,8 +2,8 @@
 with its boxes on the right, jobs below. Every edit is committed at once; the session is restored on start.
 
 Menus, actions and file dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
-window's side of class edits, review mode and box edits in class_dialogs.py, review_panel.py and
-image_viewer.py (mixins, so each sits beside the widget it serves).
+window's side of class edits, review mode, box edits and tags in class_dialogs.py, review_panel.py,
+image_viewer.py and tag_panel.py (mixins, so each sits beside the widget it serves).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from artannot.gui.job_runner import JobRunner
 from artannot.gui.review_panel import ReviewModeMixin, ReviewPanel
 from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
+from artannot.gui.tag_panel import TagEditsMixin
 from artannot.gui.thumbnail_grid import DatabaseSource, ThumbnailGrid, ThumbnailModel
 from artannot.gui.train_panel import TrainPanel, describe_metrics
 from artannot.project import SUFFIX, Project
@@ -54,9 +55,9 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMixin, SessionMixin,
+class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMixin, TagEditsMixin, SessionMixin,
                  QMainWindow):
-    """One open project: browse, filter, relabel from the keyboard, review, draw boxes, train, export."""
+    """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
         super().__init__(parent)
@@ -111,7 +112,9 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             self.addDockWidget(area, dock)
             setattr(self, f"{name}_dock", dock)
         self.classes_dock.setMinimumWidth(190)  # class names and counts stay readable beside a wide map
+        self.splitDockWidget(self.image_dock, self._build_tag_dock(), Qt.Orientation.Vertical)
         self.resizeDocks([self.classes_dock, self.image_dock], [240, 400], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.image_dock, self.tags_dock], [520, 320], Qt.Orientation.Vertical)
         top = QToolBar("Filter")  # spans the window: the filter bar needs the room
         top.setObjectName("filter")
         top.setMovable(False)
@@ -146,6 +149,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             editor.box_drawn.connect(lambda rect, e=editor: self._on_box_drawn(e, rect))
             editor.box_changed.connect(lambda box_id, rect, e=editor: self._on_box_changed(e, box_id, rect))
             editor.boxes_deleted.connect(lambda ids, e=editor: self._on_boxes_deleted(e, ids))
+        self._connect_tags()
 
     # ---- project ----------------------------------------------------------------------------------
     def open_project(self, path: str | Path) -> bool:
@@ -202,6 +206,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             if self.thumbnails.rowCount():
                 self.grid.select_rows([0])
             self.grid.setFocus()
+        self.refresh_known_tags()
         self._show_current()
         self.update_actions()
         self._save_timer.start()
@@ -217,6 +222,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.thumbnails.reload()
         self._refresh_summary()
         self._refresh_classes()
+        self.refresh_known_tags()
         self.apply_filter(keep_selection=True)
         self.update_actions()
 
@@ -373,7 +379,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self._show_current()
 
     def undo(self) -> None:
-        """Undo the last edit (label, box or class) and show its effect."""
+        """Undo the last edit (label, box, tag or class) and show its effect."""
         self._undo_redo(self.project.undo if self.project else None, "Undid")
 
     def redo(self) -> None:
@@ -405,6 +411,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         return label, preds, {c.name: c.color for c in self._classes}, self._model_id, suggested
 
     def _show_current(self, _row: ImageRow | None = None) -> None:
+        self.refresh_tags_soon()
         row = self.grid.current_row()
         if row is None or self.project is None:
             self.viewer.show_image(None)
@@ -485,7 +492,8 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.undo_action.setEnabled(has and label_store.can_undo(conn))
         self.redo_action.setEnabled(has and label_store.can_redo(conn))
         for action in (self.clear_action, self.review_action, self.add_class_action, self.rename_class_action,
-                       self.merge_class_action, self.delete_class_action, self.hotkey_class_action):
+                       self.merge_class_action, self.delete_class_action, self.hotkey_class_action,
+                       self.focus_tags_action, self.accept_tags_action):
             action.setEnabled(has)
         for action in (self.import_action, *self.export_actions):
             action.setEnabled(has and not busy)

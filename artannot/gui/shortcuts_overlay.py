@@ -9,7 +9,7 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
-SECTION_ORDER = ("Label", "Select", "Review", "Boxes", "Edit", "View", "Classes", "File", "Model")
+SECTION_ORDER = ("Label", "Select", "Review", "Boxes", "Tags", "Edit", "View", "Classes", "File", "Model")
 
 
 class ShortcutsOverlay(QWidget):

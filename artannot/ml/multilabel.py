@@ -1,10 +1,9 @@
 """Multi-label tags (Illustration2Vec): sigmoid outputs with binary cross-entropy, a threshold per tag, mAP.
 
 Two ways to train, both on multi-hot targets (N × tags): `TagHead`, a sigmoid layer on frozen deep
-features, and `finetune_tags`, the shared fine-tuning loop with a sigmoid head (global average pooling +
-linear, as in Illustration2Vec's conv head). Each tag's threshold maximises its F1 on out-of-fold (head) or
-validation (network) scores. The project store has no tags table yet, so these are library functions,
-not a `train --method`; they become one when tags are stored.
+features (what `train --method tags` stores, ml/tagging.py), and `finetune_tags`, the shared fine-tuning
+loop with a sigmoid head (global average pooling + linear, as in Illustration2Vec's conv head). Each tag's
+threshold maximises its F1 on out-of-fold (head) or validation (network) scores; TagHead floors it at 0.2.
 """
 
 from __future__ import annotations
@@ -64,8 +63,12 @@ def _train_linear(X: np.ndarray, Y: np.ndarray, l2: float, iters: int) -> tuple[
 class TagHead:
     """Deep features -> independent tag probabilities, with a decision threshold per tag."""
 
-    def __init__(self, l2: float = 1e-3, folds: int = 3, iters: int = 200, random_state: int = 0):
+    def __init__(self, l2: float = 1e-3, folds: int = 3, iters: int = 200, random_state: int = 0,
+                 min_threshold: float = 0.2):
         self.l2, self.folds, self.iters, self.random_state = l2, folds, iters, random_state
+        # A rare tag's out-of-fold scores are all small, and its best-F1 threshold can fall to 0.001: the model
+        # would then suggest it on almost every image. Below this floor a suggestion is not worth a click.
+        self.min_threshold = min_threshold
 
     def fit(self, X: np.ndarray, Y: np.ndarray, tags: Sequence[str] | None = None,
             cancel: threading.Event | None = None) -> TagHead:
@@ -84,7 +87,7 @@ class TagHead:
                     raise Cancelled("training cancelled")
                 W, b = _train_linear(Xs[fit_idx], Y[fit_idx], self.l2, self.iters)
                 oof[val_idx] = 1 / (1 + np.exp(-(Xs[val_idx] @ W + b)))
-            self.thresholds_ = best_thresholds(Y, oof)
+            self.thresholds_ = np.maximum(best_thresholds(Y, oof), self.min_threshold)
             self.oof_map_ = mean_average_precision(Y, oof, self.tags_)["map"]
         else:
             self.thresholds_, self.oof_map_ = np.full(Y.shape[1], 0.5), None

@@ -218,3 +218,41 @@ def tag_predictions_for(conn: sqlite3.Connection, model_id: int, image_id: int) 
             " WHERE p.model_id = ? AND p.image_id = ? ORDER BY p.score DESC, t.name", (model_id, image_id)):
         out.append((r[0], float(r[1]), float(r[1]) >= float(thresholds.get(r[0], 0.5))))
     return out
+
+
+def over_threshold(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Image id -> ids of the tags a tag model scores over their thresholds on it (batched, any selection)."""
+    import json
+
+    row = conn.execute("SELECT params FROM models WHERE id = ?", (model_id,)).fetchone()
+    thresholds = json.loads(row[0] or "{}").get("thresholds", {}) if row else {}
+    limit = {t: float(thresholds.get(name, 0.5)) for t, name in tag_names(conn).items()}
+    out: dict[int, list[int]] = {}
+    ids = list(dict.fromkeys(image_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for image_id, tag_id, score in conn.execute(
+                f"SELECT image_id, tag_id, score FROM tag_predictions WHERE model_id = ? AND image_id IN ({marks})",
+                (model_id, *chunk)):
+            if score >= limit.get(tag_id, 0.5):
+                out.setdefault(image_id, []).append(tag_id)
+    return out
+
+
+def accept_suggestions(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> int | None:
+    """A curator accepts a tag model's over-threshold tags on these images: human tags, one undoable event.
+
+    Tags a person removed from an image stay removed (accepting a batch never overrides a single decision).
+    """
+    wanted = over_threshold(conn, model_id, image_ids)
+    changes = [TagChange(i, t, True, "human") for i, tags in wanted.items() for t in tags]
+    if not changes:
+        return None
+    with write(conn):
+        current = current_tag_rows(conn, list(wanted))
+        changes = [c for c in changes if not ((row := current.get((c.image_id, c.tag_id))) is not None
+                                              and row["source"] == "human" and not row["present"])]
+        n = len(wanted)
+        return apply_tags(conn, changes, description=f"accept tag model {model_id}'s tags on {n} image"
+                          f"{'s' if n != 1 else ''}")
