@@ -11,6 +11,7 @@ tags until a curator accepts one (which writes a human row).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -206,12 +207,15 @@ def latest_tag_model_id(conn: sqlite3.Connection) -> int | None:
     return row[0] if row and row[0] is not None else None
 
 
+def model_thresholds(conn: sqlite3.Connection, model_id: int) -> dict[str, float]:
+    """A tag model's decision threshold per tag name (ml/tagging.py stores them in its params)."""
+    row = conn.execute("SELECT params FROM models WHERE id = ?", (model_id,)).fetchone()
+    return json.loads(row[0] or "{}").get("thresholds", {}) if row else {}
+
+
 def tag_predictions_for(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float, bool]]:
     """(tag, score, over its threshold) of a model for one image, best first."""
-    import json
-
-    row = conn.execute("SELECT params FROM models WHERE id = ?", (model_id,)).fetchone()
-    thresholds = json.loads(row[0] or "{}").get("thresholds", {}) if row else {}
+    thresholds = model_thresholds(conn, model_id)
     out = []
     for r in conn.execute(
             "SELECT t.name, p.score FROM tag_predictions p JOIN tags t ON t.id = p.tag_id"
@@ -222,10 +226,7 @@ def tag_predictions_for(conn: sqlite3.Connection, model_id: int, image_id: int) 
 
 def over_threshold(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> dict[int, list[int]]:
     """Image id -> ids of the tags a tag model scores over their thresholds on it (batched, any selection)."""
-    import json
-
-    row = conn.execute("SELECT params FROM models WHERE id = ?", (model_id,)).fetchone()
-    thresholds = json.loads(row[0] or "{}").get("thresholds", {}) if row else {}
+    thresholds = model_thresholds(conn, model_id)
     limit = {t: float(thresholds.get(name, 0.5)) for t, name in tag_names(conn).items()}
     out: dict[int, list[int]] = {}
     ids = list(dict.fromkeys(image_ids))
