@@ -221,3 +221,29 @@ def test_summarize_pools_suggestions_over_the_images_that_lack_the_tag():
     assert suggestions == [Suggestion("red", 0.7, 1, 1), Suggestion("green", 0.5, 1, 2),
                            Suggestion("blue", 0.4, 1, 2)]
     assert MAX_SUGGESTIONS >= 3
+
+
+@pytest.mark.slow
+def test_training_a_tag_model_in_the_window_brings_suggestions(qtbot, window):
+    """Train ▸ Tag model through the window's worker, as the Train dialog does; the dock then suggests tags."""
+    p = window.project
+    rows = p.images()
+    fish = [r.id for r in rows if "/fish/" in r.path.replace("\\", "/")]
+    others = [r.id for r in rows if r.id not in fish]
+    p.add_tags(fish, ["water"])
+    p.add_tags(others, ["land"])
+    results: list = []
+    window.training_finished.connect(results.append)
+    window.job_failed.connect(results.append)
+    window.start_training(options={"method": "tags"})
+    qtbot.waitUntil(lambda: bool(results), timeout=180_000)
+    result = results[0]
+    assert not isinstance(result, str), result
+    assert result.method == "tags" and "tag model" in window.statusBar().currentMessage()
+    assert p.latest_model_id() is None  # the grid's class predictions are untouched
+    p.remove_tags([fish[0]], ["water"])  # the curator doubts one: the model still says water
+    window.grid.select_ids([fish[0]], current=fish[0])
+    qtbot.waitUntil(lambda: not window._tag_timer.isActive())
+    window.refresh_tags()
+    offered = {c.suggestion.tag: c.suggestion for c in window.tag_panel.suggestion_chips()}
+    assert "water" in offered and offered["water"].probability > offered.get("land", Suggestion("land", 0, 0, 1)).probability
