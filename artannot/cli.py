@@ -194,6 +194,12 @@ def cmd_tags(args) -> int:
     from artannot.store import tags as tag_store
 
     with _open(args.project) as project:
+        if args.rename or args.delete:
+            if args.image is not None:
+                raise ArtAnnotError("--rename and --delete act on every image: leave out IMAGE")
+            event = (project.rename_tag(*args.rename) if args.rename else project.delete_tag(args.delete))
+            print("done (Ctrl+Z in the app undoes it)" if event is not None else "nothing to change")
+            return 0
         if args.image is None:
             counts = project.tags()
             if args.json:
@@ -419,10 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--remove", metavar="TAG[,TAG]")
     s.set_defaults(func=cmd_tag)
 
-    s = sub.add_parser("tags", help="the project's tags with counts, or one image's tags and tag-model scores")
+    s = sub.add_parser("tags", help="the project's tags with counts, or one image's tags and tag-model scores;"
+                                    " --rename/--delete a tag everywhere")
     s.add_argument("project")
     s.add_argument("image", nargs="?", help="an image id or path")
     s.add_argument("--model", type=int, help="tag model id (default: the newest)")
+    s.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"),
+                   help="rename a tag on every image (to an existing tag's name: merge into it)")
+    s.add_argument("--delete", metavar="TAG", help="take a tag off every image")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tags)
 

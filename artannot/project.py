@@ -152,6 +152,14 @@ class Project:
         """A curator removes tags from images, one undoable edit; None if none of them had the tags."""
         return tag_store.set_tags(self.conn, image_ids, names, False)
 
+    def rename_tag(self, old: str, new: str) -> int | None:
+        """Rename a tag everywhere (to an existing tag's name: merge into it), one undoable edit."""
+        return tag_store.rename_tag(self.conn, old, new)
+
+    def delete_tag(self, name: str) -> int | None:
+        """Take a tag off every image, one undoable edit."""
+        return tag_store.delete_tag(self.conn, name)
+
     def accept_tag_suggestions(self, image_ids: Sequence[int], *, model_id: int | None = None) -> int | None:
         """Give images the tags the (newest) tag model scores over threshold, as a curator's one undoable edit;
         None when there is no tag model or nothing to add. Tags a curator removed stay removed."""

@@ -247,3 +247,29 @@ def test_training_a_tag_model_in_the_window_brings_suggestions(qtbot, window):
     window.refresh_tags()
     offered = {c.suggestion.tag: c.suggestion for c in window.tag_panel.suggestion_chips()}
     assert "water" in offered and offered["water"].probability > offered.get("land", Suggestion("land", 0, 0, 1)).probability
+
+
+def test_a_chip_menu_renames_merges_and_removes_a_tag_everywhere(qtbot, window):
+    p = window.project
+    first, second = (window.thumbnails.id_at(k) for k in (1, 2))
+    p.add_tags([first, second], ["redd"])
+    p.add_tags([second], ["red"])
+    select(qtbot, window, [1])
+    menu = chip(window, "redd").context_menu()
+    rename, delete = (a for a in menu.actions())
+    assert "Rename 'redd' everywhere" in rename.text() and "from every image" in delete.text()
+    window.rename_tag_everywhere("redd", "red")  # what the menu's dialog returns: a merge
+    assert tags_of(p, first) == ["red"] and tags_of(p, second) == ["red"]
+    assert [c.name for c in window.tag_panel.tag_chips()] == ["red"] and "Renamed" in window.statusBar().currentMessage()
+    window.undo()
+    assert tags_of(p, first) == ["redd"]
+    qtbot.waitUntil(lambda: [c.name for c in window.tag_panel.tag_chips()] == ["redd"])
+    window.rename_tag_everywhere("redd", "a;b")  # refused, said, nothing changed
+    assert "separate tags" in window.last_error and tags_of(p, first) == ["redd"]
+    asked: list[str] = []
+    window.delete_tag_everywhere("redd", confirm=lambda q: asked.append(q) or False)
+    assert "all 2 images" in asked[0] and tags_of(p, first) == ["redd"]  # "No" keeps it
+    window.delete_tag_everywhere("redd", confirm=lambda q: True)
+    assert tags_of(p, first) == [] and tags_of(p, second) == ["red"] and window.tag_panel.tag_chips() == []
+    window.undo()
+    assert tags_of(p, first) == ["redd"]

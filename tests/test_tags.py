@@ -161,6 +161,10 @@ def test_tag_model_learns_per_tag_thresholds_and_map(scenes):
         assert set(p.image_tags([second])[second]) >= {t for t, _, over in p.tag_suggestions(second) if over}
         assert tag_store.tag_sources_for(p.conn, second)["square"] == "human"
         assert p.undo().id == event and "circle" not in p.image_tags([first]).get(first, [])
+        renamed = p.rename_tag("circle", "ring")  # thresholds follow the tag, not its name
+        assert ("ring", True) in {(t, over) for t, _, over in p.tag_suggestions(ids[lone])}
+        assert p.evaluate(result.model_id)["per_tag"]["ring"]["ap"] is not None
+        assert p.undo().id == renamed
 
 
 def test_tag_model_cancel_stores_nothing(scenes):
@@ -232,3 +236,39 @@ def test_rare_tags_get_a_threshold_floor():
     head = TagHead().fit(X, Y, ["common", "rare"])
     assert head.thresholds_[1] == pytest.approx(0.2) and 0.2 <= head.thresholds_[0] < 0.9
     assert head.predict(X)[:, 1].sum() <= 5
+
+
+def test_rename_merge_and_delete_a_tag_everywhere_with_undo(tmp_path, capsys):
+    with _project_with_images(tmp_path) as p:
+        a, b, c = (r.id for r in p.images())
+        p.add_tags([a, b], ["redd"])
+        p.add_tags([c], ["red"])
+        p.add_tags([a], ["Round"])
+        assert p.rename_tag("round", "round") is not None  # a case-only rename is a rename
+        assert p.image_tags([a])[a] == ["redd", "round"]
+        event = p.rename_tag("redd", "RED")  # to an existing tag: merge into it
+        assert p.image_tags([a, b, c]) == {a: ["red", "round"], b: ["red"], c: ["red"]}
+        assert dict(p.tags()) == {"red": 3, "redd": 0, "round": 1}
+        assert p.undo().id == event and p.image_tags([b]) == {b: ["redd"]}
+        assert p.undo().description == "rename tag Round to round" and p.image_tags([a])[a] == ["redd", "Round"]
+        p.redo()
+        p.redo()
+        assert p.rename_tag("red", "scarlet") is not None and dict(p.tags())["scarlet"] == 3
+        p.undo()
+        assert dict(p.tags())["red"] == 3
+        with pytest.raises(ArtAnnotError, match="no tag named"):
+            p.rename_tag("blue", "green")
+        with pytest.raises(ArtAnnotError, match="separate tags"):
+            p.rename_tag("red", "a;b")
+        assert p.delete_tag("RED") is not None and dict(p.tags())["red"] == 0
+        p.undo()
+        assert dict(p.tags())["red"] == 3
+        path = p.path
+    assert cli.main(["tags", str(path), "--rename", "round", "circle"]) == 0
+    assert cli.main(["tags", str(path), "--delete", "red"]) == 0
+    capsys.readouterr()
+    assert cli.main(["tags", str(path), "--json"]) == 0
+    assert {d["tag"]: d["images"] for d in json.loads(capsys.readouterr().out)} == {
+        "circle": 1, "red": 0, "redd": 0}
+    assert cli.main(["tags", str(path), "--delete", "nope"]) == 2
+    assert "no tag named 'nope'" in capsys.readouterr().err

@@ -35,6 +35,7 @@ WIDGET_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Tags", "Enter · , ;", "in the tag field: add the typed tag to the selection · separate several tags"),
     ("Tags", "× · Delete on a tag", "remove the tag from every selected image (+ gives a grey one to all)"),
     ("Tags", "click a suggestion", "add the tag model's suggestion to the selection"),
+    ("Tags", "right-click a tag", "rename it on every image (another tag's name merges them) · remove it everywhere"),
     ("Tags", "Esc", "leave the tag field, back to the grid"),
 )
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRect, QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QContextMenuEvent, QKeyEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QLayout,
     QLayoutItem,
+    QMenu,
     QPushButton,
     QToolButton,
     QWidget,
@@ -121,6 +122,8 @@ class TagChip(QFrame):
 
     remove_clicked = Signal(str)
     extend_clicked = Signal(str)
+    rename_clicked = Signal(str)  # context menu: rename (or merge) the tag on every image
+    delete_clicked = Signal(str)  # context menu: take the tag off every image
 
     def __init__(self, name: str, count: int, n_images: int):
         super().__init__()
@@ -141,6 +144,8 @@ class TagChip(QFrame):
             self.extend_button = self._button("+", f"Add '{name}' to all {n_images} selected images")
             self.extend_button.clicked.connect(lambda: self.extend_clicked.emit(self.name))
             layout.addWidget(self.extend_button)
+        self.setToolTip((self.toolTip() + "\n" if self.partial else "") + "Right-click: rename it or remove it"
+                        " from every image")
         self.remove_button = self._button("×", f"Remove '{name}' from {where} (Delete)")
         self.remove_button.clicked.connect(lambda: self.remove_clicked.emit(self.name))
         layout.addWidget(self.remove_button)
@@ -153,6 +158,16 @@ class TagChip(QFrame):
         button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         button.setCursor(Qt.CursorShape.PointingHandCursor)
         return button
+
+    def context_menu(self) -> QMenu:
+        """Right-click: the tag across the whole project, beyond the selection."""
+        menu = QMenu(self)
+        menu.addAction(f"Rename '{self.name}' everywhere…", lambda: self.rename_clicked.emit(self.name))
+        menu.addAction(f"Remove '{self.name}' from every image…", lambda: self.delete_clicked.emit(self.name))
+        return menu
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:
+        self.context_menu().exec(event.globalPos())
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not event.modifiers():

@@ -19,8 +19,10 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
@@ -102,6 +104,8 @@ class TagPanel(QWidget):
     grey the ones only some carry.
     """
 
+    rename_requested = Signal(str)  # a tag to rename (or merge) across the project
+    delete_requested = Signal(str)  # a tag to take off every image of the project
     add_requested = Signal(list)  # tag names to give every shown image
     remove_requested = Signal(list)  # tag names to take off every shown image
     accept_requested = Signal()  # each shown image takes its suggestions over threshold
@@ -197,6 +201,8 @@ class TagPanel(QWidget):
             chip = TagChip(name, count, n_images)
             chip.remove_clicked.connect(lambda n: self.remove_requested.emit([n]))
             chip.extend_clicked.connect(lambda n: self.add_requested.emit([n]))
+            chip.rename_clicked.connect(self.rename_requested)
+            chip.delete_clicked.connect(self.delete_requested)
             self.chips.addWidget(chip)
         over = [s for s in suggestions if s.over]
         shown = over + [s for s in suggestions if not s.over and s.probability >= MIN_SHOWN]
@@ -289,6 +295,8 @@ class TagEditsMixin:
         panel.add_requested.connect(self.add_tags_to_selection)
         panel.remove_requested.connect(self.remove_tags_from_selection)
         panel.accept_requested.connect(self.accept_tag_suggestions)
+        panel.rename_requested.connect(self.rename_tag_everywhere)
+        panel.delete_requested.connect(self.delete_tag_everywhere)
         panel.invalid.connect(self.show_error)
         panel.finished.connect(self._leave_tags)
         self.grid.selectionModel().selectionChanged.connect(lambda *_: self.refresh_tags_soon())
@@ -411,6 +419,33 @@ class TagEditsMixin:
         elif done:
             self.statusBar().showMessage(f"Accepted {tag_store.count_for_event(self.project.conn, event)} suggested"
                                          f" tags on {n} (Ctrl+Z undoes)", 5000)
+
+
+    def rename_tag_everywhere(self, old: str, new: str | None = None) -> None:
+        """Rename a tag on every image (to another tag's name: merge into it), one undoable edit."""
+        if self.project is None:
+            return
+        if new is None:
+            new, ok = QInputDialog.getText(self, "Rename tag", f"New name for '{old}' on every image (an existing"
+                                           " tag's name merges the two):", text=old)
+            if not ok:
+                return
+        done, event = self._tag_edit(lambda: self.project.rename_tag(old, new))
+        if done and event is not None:
+            self.statusBar().showMessage(f"Renamed tag {old} to {new.strip()} (Ctrl+Z undoes)", 5000)
+
+    def delete_tag_everywhere(self, name: str, confirm: Callable[[str], bool] | None = None) -> None:
+        """Take a tag off every image of the project, one undoable edit, after asking."""
+        if self.project is None:
+            return
+        n = dict((t.lower(), c) for t, c in self.project.tags()).get(name.lower(), 0)
+        question = f"Remove the tag '{name}' from all {n:,} images that carry it? Ctrl+Z undoes it."
+        ask = confirm or (lambda q: QMessageBox.question(self, "Remove tag", q) == QMessageBox.StandardButton.Yes)
+        if not ask(question):
+            return
+        done, event = self._tag_edit(lambda: self.project.delete_tag(name))
+        if done and event is not None:
+            self.statusBar().showMessage(f"Removed tag {name} from {_images(n)} (Ctrl+Z undoes)", 5000)
 
 
 def _images(n: int) -> str:

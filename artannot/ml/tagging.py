@@ -96,6 +96,7 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
     metrics["seconds"] = time.perf_counter() - started
     on = "fine-tuned" if "network" in features else "ImageNet"
     params = {"tags": tags, "thresholds": dict(zip(tags, head.thresholds_.tolist(), strict=True)),
+              "tag_thresholds": {str(t): float(v) for t, v in zip(tag_ids, head.thresholds_, strict=True)},
               "n_train": n_train, "skipped_tags": skipped,
               "summary": f"{len(tags)} tags, sigmoid head (BCE) on {on} {req.backbone} features",
               "predictor": {"kind": "tags", "path": str(path), "features": features}}
@@ -114,7 +115,6 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
 
 def evaluate_tag_model(conn: sqlite3.Connection, row: sqlite3.Row, split: str | None = "test") -> dict:
     """mAP and per-tag AP/precision/recall/F1 of a stored tag model against the current tags of a split."""
-    params = json.loads(row["params"] or "{}")
     tag_ids = [int(t) for t in json.loads(row["classes"])]
     names = tag_store.tag_names(conn)
     truth = tag_store.tagged_images(conn, split)
@@ -132,7 +132,8 @@ def evaluate_tag_model(conn: sqlite3.Connection, row: sqlite3.Row, split: str | 
             scores[pos[image_id], col[tag_id]] = score
     Y = np.array([[t in truth[i] for t in tag_ids] for i in ids], dtype=bool)
     tags = [names.get(t, str(t)) for t in tag_ids]
-    thresholds = np.array([params.get("thresholds", {}).get(t, 0.5) for t in tags])
+    by_id = tag_store.model_thresholds(conn, row["id"])
+    thresholds = np.array([by_id.get(t, 0.5) for t in tag_ids])
     out = evaluate_tags(Y, scores, thresholds, tags)
     out.update(model=row["id"], split=split, n=len(ids), method="tags")
     return out

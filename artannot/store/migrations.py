@@ -94,6 +94,16 @@ def _v3_tags(conn: sqlite3.Connection) -> None:
                  " UPDATE image_tags SET active = 0 WHERE id IN"
                  " (SELECT replaces_id FROM image_tags WHERE event_id = NEW.id);"
                  " UPDATE image_tags SET active = 1 WHERE event_id = NEW.id; END")
+    # A rename is an event too: its old and new name, switched by the same undo/redo triggers' sibling.
+    conn.execute("CREATE TABLE tag_edits (event_id INTEGER NOT NULL REFERENCES events(id),"
+                 " tag_id INTEGER NOT NULL REFERENCES tags(id), old_name TEXT NOT NULL, new_name TEXT NOT NULL,"
+                 " PRIMARY KEY (event_id, tag_id)) WITHOUT ROWID")
+    for name, old, new, value in (("undo", "done", "undone", "old_name"), ("redo", "undone", "done", "new_name")):
+        conn.execute(f"CREATE TRIGGER tag_edits_{name} AFTER UPDATE OF state ON events"
+                     f" WHEN OLD.state = '{old}' AND NEW.state = '{new}' BEGIN"
+                     f" UPDATE tags SET name = (SELECT e.{value} FROM tag_edits e WHERE e.event_id = NEW.id"
+                     f" AND e.tag_id = tags.id) WHERE id IN (SELECT tag_id FROM tag_edits WHERE event_id = NEW.id);"
+                     " END")
     conn.execute("CREATE TABLE tag_predictions (model_id INTEGER NOT NULL REFERENCES models(id),"
                  " image_id INTEGER NOT NULL REFERENCES images(id), tag_id INTEGER NOT NULL REFERENCES tags(id),"
                  " score REAL NOT NULL, PRIMARY KEY (model_id, image_id, tag_id)) WITHOUT ROWID")

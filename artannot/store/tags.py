@@ -146,6 +146,46 @@ def _existing(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:
     return dict(known[n.strip().lower()] for n in names if n.strip().lower() in known)
 
 
+def rename_tag(conn: sqlite3.Connection, old: str, new: str) -> int | None:
+    """Rename a tag on every image, one undoable edit; to another tag's name, merge into that tag.
+
+    A merge moves each image's tag to the other one (as the curator's edit) and leaves the old name unused.
+    Returns the event id, or None when nothing changes.
+    """
+    known = {r["name"].lower(): (r["id"], r["name"]) for r in conn.execute("SELECT id, name FROM tags")}
+    source = known.get(str(old).strip().lower())
+    if source is None:
+        raise ArtAnnotError(f"no tag named {old!r} in this project")
+    new = clean_tag(new)
+    target = known.get(new.lower())
+    tag_id, name = source
+    if target is None or target[0] == tag_id:
+        if name == new:
+            return None
+        with write(conn):
+            event_id = _new_event(conn, "tag", "human", f"rename tag {name} to {new}")
+            conn.execute("INSERT INTO tag_edits(event_id, tag_id, old_name, new_name) VALUES (?, ?, ?, ?)",
+                         (event_id, tag_id, name, new))
+            conn.execute("UPDATE tags SET name = ? WHERE id = ?", (new, tag_id))
+        return event_id
+    carriers = [r[0] for r in conn.execute(
+        "SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1", (tag_id,))]
+    changes = [c for i in carriers for c in (TagChange(i, tag_id, False), TagChange(i, target[0], True))]
+    return apply_tags(conn, changes, description=f"merge tag {name} into {target[1]}")
+
+
+def delete_tag(conn: sqlite3.Connection, name: str) -> int | None:
+    """Take a tag off every image, one undoable edit (the name stays known, unused); None if none carried it."""
+    found = _existing(conn, [name])
+    if not found:
+        raise ArtAnnotError(f"no tag named {name!r} in this project")
+    (shown, tag_id), = found.items()
+    carriers = [r[0] for r in conn.execute(
+        "SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1", (tag_id,))]
+    return apply_tags(conn, [TagChange(i, tag_id, False) for i in carriers],
+                      description=f"remove tag {shown} from {len(carriers)} image{'s' if len(carriers) != 1 else ''}")
+
+
 def tags_for(conn: sqlite3.Connection, image_ids: Sequence[int]) -> dict[int, list[str]]:
     """The tags each of these images carries now, by name (images without tags are left out)."""
     names = tag_names(conn)
@@ -191,8 +231,9 @@ def tagged_images(conn: sqlite3.Connection, split: str | None,
 
 
 def count_for_event(conn: sqlite3.Connection, event_id: int) -> int:
-    """How many tag states an event set."""
-    return conn.execute("SELECT COUNT(*) FROM image_tags WHERE event_id = ?", (event_id,)).fetchone()[0]
+    """How many tag states (and tag names) an event set."""
+    return conn.execute("SELECT (SELECT COUNT(*) FROM image_tags WHERE event_id = ?)"
+                        " + (SELECT COUNT(*) FROM tag_edits WHERE event_id = ?)", (event_id, event_id)).fetchone()[0]
 
 
 def write_tag_predictions(conn: sqlite3.Connection, model_id: int, rows: Iterable[tuple[int, int, float]]) -> None:
@@ -207,27 +248,31 @@ def latest_tag_model_id(conn: sqlite3.Connection) -> int | None:
     return row[0] if row and row[0] is not None else None
 
 
-def model_thresholds(conn: sqlite3.Connection, model_id: int) -> dict[str, float]:
-    """A tag model's decision threshold per tag name (ml/tagging.py stores them in its params)."""
-    row = conn.execute("SELECT params FROM models WHERE id = ?", (model_id,)).fetchone()
-    return json.loads(row[0] or "{}").get("thresholds", {}) if row else {}
+def model_thresholds(conn: sqlite3.Connection, model_id: int) -> dict[int, float]:
+    """A tag model's decision threshold per tag id (ml/tagging.py stores them in its params; ids, so a renamed
+    tag keeps its threshold)."""
+    row = conn.execute("SELECT params, classes FROM models WHERE id = ?", (model_id,)).fetchone()
+    if row is None:
+        return {}
+    params = json.loads(row[0] or "{}")
+    if "tag_thresholds" in params:
+        return {int(t): float(v) for t, v in params["tag_thresholds"].items()}
+    by_name = params.get("thresholds", {})  # written by name only: match the names as they are now
+    names = tag_names(conn)
+    return {int(t): float(by_name.get(names.get(int(t)), 0.5)) for t in json.loads(row[1] or "[]")}
 
 
 def tag_predictions_for(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float, bool]]:
     """(tag, score, over its threshold) of a model for one image, best first."""
     thresholds = model_thresholds(conn, model_id)
-    out = []
-    for r in conn.execute(
-            "SELECT t.name, p.score FROM tag_predictions p JOIN tags t ON t.id = p.tag_id"
-            " WHERE p.model_id = ? AND p.image_id = ? ORDER BY p.score DESC, t.name", (model_id, image_id)):
-        out.append((r[0], float(r[1]), float(r[1]) >= float(thresholds.get(r[0], 0.5))))
-    return out
+    return [(r[0], float(r[1]), float(r[1]) >= thresholds.get(r[2], 0.5)) for r in conn.execute(
+        "SELECT t.name, p.score, p.tag_id FROM tag_predictions p JOIN tags t ON t.id = p.tag_id"
+        " WHERE p.model_id = ? AND p.image_id = ? ORDER BY p.score DESC, t.name", (model_id, image_id))]
 
 
 def over_threshold(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> dict[int, list[int]]:
     """Image id -> ids of the tags a tag model scores over their thresholds on it (batched, any selection)."""
-    thresholds = model_thresholds(conn, model_id)
-    limit = {t: float(thresholds.get(name, 0.5)) for t, name in tag_names(conn).items()}
+    limit = model_thresholds(conn, model_id)
     out: dict[int, list[int]] = {}
     ids = list(dict.fromkeys(image_ids))
     for start in range(0, len(ids), 500):
