@@ -194,6 +194,11 @@ def cmd_tags(args) -> int:
     from artannot.store import tags as tag_store
 
     with _open(args.project) as project:
+        if args.from_filenames:
+            event, n = project.tags_from_filenames(args.from_filenames)
+            print(f"{n} image{'s' if n != 1 else ''} matched the vocabulary; "
+                  + ("tags set (Ctrl+Z in the app undoes it)" if event is not None else "nothing to change"))
+            return 0
         if args.rename or args.delete:
             if args.image is not None:
                 raise ArtAnnotError("--rename and --delete act on every image: leave out IMAGE")
@@ -433,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"),
                    help="rename a tag on every image (to an existing tag's name: merge into it)")
     s.add_argument("--delete", metavar="TAG", help="take a tag off every image")
+    s.add_argument("--from-filenames", metavar="VOCABULARY",
+                   help="noisy tags from file-name tokens matched to a vocabulary file (`tag: synonym, ...` lines)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tags)
 

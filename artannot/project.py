@@ -152,6 +152,13 @@ class Project:
         """A curator removes tags from images, one undoable edit; None if none of them had the tags."""
         return tag_store.set_tags(self.conn, image_ids, names, False)
 
+    def tags_from_filenames(self, vocabulary: str | Path) -> tuple[int | None, int]:
+        """Noisy tags from file-name tokens matched to a tag vocabulary (`tag: synonym, …` lines), one undoable
+        edit that never changes a curator's tags; (event id or None, images matched)."""
+        from artannot.data.rules import Vocabulary, tags_from_filenames
+
+        return tags_from_filenames(self.conn, Vocabulary.from_file(vocabulary))
+
     def rename_tag(self, old: str, new: str) -> int | None:
         """Rename a tag everywhere (to an existing tag's name: merge into it), one undoable edit."""
         return tag_store.rename_tag(self.conn, old, new)

@@ -272,3 +272,31 @@ def test_rename_merge_and_delete_a_tag_everywhere_with_undo(tmp_path, capsys):
         "circle": 1, "red": 0, "redd": 0}
     assert cli.main(["tags", str(path), "--delete", "nope"]) == 2
     assert "no tag named 'nope'" in capsys.readouterr().err
+
+
+def test_noisy_tags_from_file_names_and_a_vocabulary(tmp_path, capsys):
+    names = ["angel_with_violins.png", "Fiddle-Night.png", "cat.png", "cherubs and angels.png"]
+    for k, name in enumerate(names):
+        Image.new("RGB", (24, 24), (k * 50, 0, 0)).save(tmp_path / name)
+    (tmp_path / "vocab.txt").write_text("violin: fiddle\nangel: cherub  # putti too\nnight sky: night\n")
+    path = tmp_path / "t.artannot"
+    with Project.create(path) as p:
+        p.import_folder(tmp_path, labels_from="none", split="train")
+        ids = {Path(r.path).name: r.id for r in p.images()}
+        p.add_tags([ids["Fiddle-Night.png"]], ["violin"])
+        p.remove_tags([ids["Fiddle-Night.png"]], ["violin"])  # the curator says: no violin here
+        event, n = p.tags_from_filenames(tmp_path / "vocab.txt")
+        assert n == 3 and event is not None
+        assert p.image_tags(list(ids.values())) == {
+            ids["angel_with_violins.png"]: ["angel", "violin"], ids["Fiddle-Night.png"]: ["night sky"],
+            ids["cherubs and angels.png"]: ["angel"]}
+        assert tag_store.tag_sources_for(p.conn, ids["angel_with_violins.png"]) == {"angel": "rule", "violin": "rule"}
+        assert p.tags_from_filenames(tmp_path / "vocab.txt") == (None, 3)  # again: nothing to change
+        p.undo()
+        assert p.image_tags([ids["angel_with_violins.png"]]) == {}
+    (tmp_path / "bad.txt").write_text("a;b\n")
+    assert cli.main(["tags", str(path), "--from-filenames", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.txt: tag 'a;b'" in err and "separate tags" in err
+    assert cli.main(["tags", str(path), "--from-filenames", str(tmp_path / "vocab.txt")]) == 0
+    assert "3 images matched" in capsys.readouterr().out

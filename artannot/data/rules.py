@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from artannot.errors import ImportFormatError
+from artannot.errors import ArtAnnotError, ImportFormatError
 
 # Common English stop words plus words that clip-art and museum file names carry but never mean a class.
 STOP_WORDS = frozenset(
@@ -49,6 +50,7 @@ class Vocabulary:
     """Class names and their synonyms, looked up by token."""
 
     def __init__(self, entries: dict[str, Iterable[str]]):
+        self.source = ""  # the file it was read from, for messages
         self.classes: list[str] = []
         self._lookup: dict[str, str] = {}
         for name, synonyms in entries.items():
@@ -87,7 +89,9 @@ class Vocabulary:
             entries.setdefault(name.strip(), []).extend(s for s in rest.split(",") if s.strip())
         if not entries:
             raise ImportFormatError(f"vocabulary {path} names no classes")
-        return cls(entries)
+        out = cls(entries)
+        out.source = str(path)
+        return out
 
     def lookup(self, word: str) -> str | None:
         """The class a single word names (itself, a synonym, or a plural of either), or None."""
@@ -100,3 +104,45 @@ class Vocabulary:
                 if form in self._lookup:
                     return RuleMatch(self._lookup[form], token)
         return None
+
+    def match_all(self, filename: str) -> list[RuleMatch]:
+        """Every vocabulary entry the file name's tokens name, once each, in token order (multi-label tags)."""
+        out: dict[str, RuleMatch] = {}
+        for token in tokenize(filename):
+            for form in singular_forms(token):
+                if form in self._lookup:
+                    out.setdefault(self._lookup[form], RuleMatch(self._lookup[form], token))
+                    break
+        return list(out.values())
+
+
+def tags_from_filenames(conn: sqlite3.Connection, vocabulary: Vocabulary) -> tuple[int | None, int]:
+    """Noisy tags from file names: each image gets every vocabulary tag its file name's tokens name.
+
+    One undoable event with source 'rule'; a tag state a curator set is never changed. Returns (event id or
+    None when nothing changed, how many images matched).
+    """
+    import os
+
+    from artannot.store import tags as tag_store
+
+    for name in vocabulary.classes:  # refuse a bad entry whether or not a file name names it
+        try:
+            tag_store.clean_tag(name)
+        except ArtAnnotError as exc:
+            raise ImportFormatError(f"{vocabulary.source or 'the vocabulary'}: {exc}") from None
+    matches = {}
+    for image_id, path in conn.execute("SELECT id, path FROM images WHERE missing = 0"):
+        found = vocabulary.match_all(os.path.basename(os.fsdecode(path)))
+        if found:
+            matches[image_id] = [m.class_name for m in found]
+    if not matches:
+        return None, 0
+    ids = tag_store.ensure_tags(conn, sorted({t for tags in matches.values() for t in tags}))
+    lower = {name.lower(): tag_id for name, tag_id in ids.items()}
+    changes = [tag_store.TagChange(i, lower[t.lower()], True, "rule") for i, tags in matches.items() for t in tags]
+    n = len(matches)
+    event = tag_store.apply_tags(conn, changes, protect_human=True,
+                                 description=f"tags from the file names of {n} image{'s' if n != 1 else ''}")
+    return event, n
+
