@@ -273,3 +273,17 @@ def test_a_chip_menu_renames_merges_and_removes_a_tag_everywhere(qtbot, window):
     assert tags_of(p, first) == [] and tags_of(p, second) == ["red"] and window.tag_panel.tag_chips() == []
     window.undo()
     assert tags_of(p, first) == ["redd"]
+
+
+def test_tags_from_file_names_from_the_menu(qtbot, window, tmp_path):
+    p = window.project
+    (tmp_path / "vocab.txt").write_text("sign: roadsign\nfish\n")
+    assert window.filename_tags_action.isEnabled()
+    window.tags_from_filenames(str(tmp_path / "vocab.txt"))
+    counts = dict(p.tags())
+    assert counts.get("fish", 0) > 0 and "Ctrl+Z undoes" in window.statusBar().currentMessage()
+    window.undo()
+    assert dict(p.tags()).get("fish", 0) == 0
+    (tmp_path / "bad.txt").write_text("x|y\n")
+    window.tags_from_filenames(str(tmp_path / "bad.txt"))
+    assert "bad.txt" in window.last_error and "separate tags" in window.last_error

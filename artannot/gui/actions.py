@@ -94,6 +94,8 @@ def build_menus(w: MainWindow) -> None:
                                   "Type tags for the selected images; comma separates several, Enter adds")
     w.accept_tags_action = _action(w, tags, "Accept &suggested tags", w.accept_tag_suggestions, ["Shift+Space"],
                                    "Each selected image takes the tag model's suggestions over their thresholds")
+    w.filename_tags_action = _action(w, tags, "Tags from &file names…", lambda: w.tags_from_filenames(),
+                                     tip="Noisy tags for every image: file-name words matched to a vocabulary file")
 
     classes = bar.addMenu("&Classes")
     w.add_class_action = _action(w, classes, "&Add class…", w._ask_add_class)

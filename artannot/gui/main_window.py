@@ -493,7 +493,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.redo_action.setEnabled(has and label_store.can_redo(conn))
         for action in (self.clear_action, self.review_action, self.add_class_action, self.rename_class_action,
                        self.merge_class_action, self.delete_class_action, self.hotkey_class_action,
-                       self.focus_tags_action, self.accept_tags_action):
+                       self.focus_tags_action, self.accept_tags_action, self.filename_tags_action):
             action.setEnabled(has)
         for action in (self.import_action, *self.export_actions):
             action.setEnabled(has and not busy)

@@ -17,6 +17,7 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCompleter,
     QDockWidget,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QInputDialog,
@@ -446,6 +447,30 @@ class TagEditsMixin:
         done, event = self._tag_edit(lambda: self.project.delete_tag(name))
         if done and event is not None:
             self.statusBar().showMessage(f"Removed tag {name} from {_images(n)} (Ctrl+Z undoes)", 5000)
+
+
+    def tags_from_filenames(self, vocabulary: str | None = None) -> None:
+        """Edit ▸ Tags ▸ Tags from file names…: noisy tags for every image from a vocabulary file."""
+        if self.project is None:
+            return
+        if vocabulary is None:
+            vocabulary, _ = QFileDialog.getOpenFileName(self, "Tag vocabulary (one 'tag: synonym, …' per line)",
+                                                        "", "Text files (*.txt);;All files (*)")
+            if not vocabulary:
+                return
+        matched: list[int] = []
+
+        def edit() -> int | None:
+            event, n = self.project.tags_from_filenames(vocabulary)
+            matched.append(n)
+            return event
+
+        done, event = self._tag_edit(edit)
+        if done:
+            n = matched[0]
+            self.statusBar().showMessage(f"{n:,} file name{'s' if n != 1 else ''} named vocabulary tags"
+                                         + (" (Ctrl+Z undoes)" if event is not None else "; nothing to change"),
+                                         8000)
 
 
 def _images(n: int) -> str:
