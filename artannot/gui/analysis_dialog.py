@@ -355,6 +355,7 @@ class AnalysisDialog(QDialog):
             self.class_info.setText("Train a model to see its per-class accuracy")
             return
         scores = per_class_scores(conn, model_id)
+        self.class_plot.setLabel("bottom", "accuracy on the test split")
         if not scores and self._show_per_tag(conn, model_id):
             return
         if not scores:
@@ -392,11 +393,12 @@ class AnalysisDialog(QDialog):
                                                 brush="#1f77b4", pen=None))
         for yy, t in zip(y, names, strict=True):
             text = pg.TextItem(f"AP {per[t]['ap']:.0%} · n={per[t]['n']}", color="#263238", anchor=(0, 0.5))
-            text.setPos(min(1.0, per[t]["ap"]) + 0.01, float(yy))
+            text.setPos(min(1.0, max(per[t]["ap"], per[t]["f1"])) + 0.01, float(yy))
             self.class_plot.addItem(text)
         self.class_plot.getAxis("left").setTicks([list(zip(y.tolist(), names, strict=True))])
         self.class_plot.setXRange(0, 1.3)
         self.class_plot.setYRange(-0.6, len(names) - 0.4)
+        self.class_plot.setLabel("bottom", "average precision (light) and F1 (dark) on the test split")
         self.class_info.setText(f"Tag model: mAP {metrics['map']:.0%} on {metrics.get('n', 0)} tagged test images"
                                 " · light: average precision · dark: F1 at the tag's threshold")
         return True
