@@ -11,7 +11,9 @@ from artannot.project import Project
 from artannot.store import repo
 from artannot.store import tags as tag_store
 from artannot.store.db import write
+from tests.conftest import DEMO_CLASSES, PER_CLASS
 
+N_IMAGES = len(DEMO_CLASSES) * PER_CLASS
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
 LEFT = Qt.MouseButton.LeftButton
 
@@ -287,3 +289,22 @@ def test_tags_from_file_names_from_the_menu(qtbot, window, tmp_path):
     (tmp_path / "bad.txt").write_text("x|y\n")
     window.tags_from_filenames(str(tmp_path / "bad.txt"))
     assert "bad.txt" in window.last_error and "separate tags" in window.last_error
+
+
+def test_the_filter_bar_shows_the_images_carrying_a_tag(qtbot, window):
+    p = window.project
+    ids = [window.thumbnails.id_at(k) for k in (0, 3, 5)]
+    select(qtbot, window, [0])
+    p.add_tags(ids, ["gold"])
+    window.refresh_known_tags()
+    box = window.filter_bar.tag_box
+    assert [box.itemText(k) for k in range(box.count())] == ["any tags", "no tags", "gold"]
+    box.setCurrentIndex(box.findText("gold"))
+    qtbot.waitUntil(lambda: window.thumbnails.rowCount() == 3)
+    assert sorted(window.thumbnails.id_at(k) for k in range(3)) == sorted(ids)
+    assert "tag gold" in window.filter_bar.describe()
+    saved = window.filter_bar.state()
+    box.setCurrentIndex(box.findData("none"))
+    qtbot.waitUntil(lambda: window.thumbnails.rowCount() == N_IMAGES - 3)
+    window.filter_bar.set_state(saved)
+    qtbot.waitUntil(lambda: window.thumbnails.rowCount() == 3)

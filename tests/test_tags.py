@@ -300,3 +300,19 @@ def test_noisy_tags_from_file_names_and_a_vocabulary(tmp_path, capsys):
     assert "bad.txt: tag 'a;b'" in err and "separate tags" in err
     assert cli.main(["tags", str(path), "--from-filenames", str(tmp_path / "vocab.txt")]) == 0
     assert "3 images matched" in capsys.readouterr().out
+
+
+def test_the_grid_query_filters_by_tags(tmp_path):
+    from artannot.store.queries import ImageQuery, count, image_ids
+
+    with _project_with_images(tmp_path) as p:
+        a, b, c = (r.id for r in p.images())
+        p.add_tags([a, b], ["red"])
+        p.add_tags([b], ["round"])
+        p.add_tags([c], ["blue"])
+        p.remove_tags([c], ["blue"])  # a removed tag leaves the image untagged
+        ids = tag_store.ensure_tags(p.conn, ["red", "round"])
+        assert image_ids(p.conn, ImageQuery(tag_ids=(ids["red"],))).tolist() == [a, b]
+        assert image_ids(p.conn, ImageQuery(tag_ids=(ids["red"], ids["round"]))).tolist() == [b]  # all of them
+        assert image_ids(p.conn, ImageQuery(untagged=True)).tolist() == [c]
+        assert count(p.conn, ImageQuery(tag_ids=(ids["round"],), splits=("test",))) == 0

@@ -18,6 +18,7 @@ PRESETS = (  # (data, text, the sort it starts with)
 )
 SOURCES = (("", "any source"), ("human", "set by you"), ("rule", "naming rule"), ("import", "imported"),
            ("model", "model guess"))
+TAG_CHOICES = (("", "any tags"), ("none", "no tags"))
 SPLIT_NAMES = (("", "any split"), ("train", "train"), ("val", "val"), ("test", "test"), ("none", "no split"))
 SEARCH_DELAY_MS = 200  # typing pauses this long before the grid re-queries
 
@@ -42,6 +43,7 @@ class FilterBar(QWidget):
         self.show_box.setMinimumWidth(250)
         self.source_box = _combo(SOURCES, "Who set the label")
         self.split_box = _combo(SPLIT_NAMES, "Train / val / test split")
+        self.tag_box = _combo(TAG_CHOICES, "Images carrying a tag (or none)")
         self.sort_box = _combo(list(SORTS.items()), "Order of the grid (and of the review queue)")
         self.search = QLineEdit()
         self.search.setPlaceholderText("Find file name…  (Ctrl+F)")
@@ -55,7 +57,7 @@ class FilterBar(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(6, 3, 6, 3)
         for text, widget in (("Show", self.show_box), ("Label by", self.source_box), ("Split", self.split_box),
-                             ("Sort", self.sort_box)):
+                             ("Tag", self.tag_box), ("Sort", self.sort_box)):
             label = QLabel(text)
             label.setStyleSheet("color: #455a64;")
             layout.addWidget(label)
@@ -64,7 +66,7 @@ class FilterBar(QWidget):
         layout.addWidget(self.search, 1)
         layout.addWidget(self.count)
         self.show_box.currentIndexChanged.connect(self._on_preset)
-        for box in (self.source_box, self.split_box, self.sort_box):
+        for box in (self.source_box, self.split_box, self.tag_box, self.sort_box):
             box.currentIndexChanged.connect(self._emit)
         self.search.textChanged.connect(lambda _t: self._timer.start())
         self.search.returnPressed.connect(self._search_now)
@@ -86,11 +88,28 @@ class FilterBar(QWidget):
         if k < 0 and keep not in (None, "all"):
             self._emit()
 
+    def set_tags(self, tags: Sequence[tuple[int, str]]) -> None:
+        """Offer one entry per tag (id, name), keeping the current choice when it still exists."""
+        keep = self.tag_box.currentData()
+        self.tag_box.blockSignals(True)
+        while self.tag_box.count() > len(TAG_CHOICES):
+            self.tag_box.removeItem(len(TAG_CHOICES))
+        for tag_id, name in tags:
+            self.tag_box.addItem(name, f"tag:{tag_id}")
+        k = self.tag_box.findData(keep)
+        self.tag_box.setCurrentIndex(max(0, k))
+        self.tag_box.blockSignals(False)
+        if k < 0 and keep:
+            self._emit()
+
     def query(self, model_id: int | None) -> ImageQuery:
         """The images and order the controls ask for, against a model (None: no model yet)."""
         preset = self.show_box.currentData() or "all"
         source, split = self.source_box.currentData(), self.split_box.currentData()
+        tag = self.tag_box.currentData() or ""
         return ImageQuery(
+            tag_ids=(int(tag.split(":", 1)[1]),) if tag.startswith("tag:") else (),
+            untagged=tag == "none",
             class_ids=(int(preset.split(":", 1)[1]),) if preset.startswith("class:") else (),
             unlabelled=preset == "unlabelled",
             disagree=preset == "disagree",
@@ -106,6 +125,8 @@ class FilterBar(QWidget):
         """A few words for the status bar and the review header: 'Class: fish · set by you'."""
         parts = [self.show_box.currentText()]
         parts += [b.currentText() for b in (self.source_box, self.split_box) if b.currentData()]
+        if self.tag_box.currentData():
+            parts.append(f"tag {self.tag_box.currentText()}" if self.tag_box.currentData() != "none" else "no tags")
         if self.search.text().strip():
             parts.append(f"“{self.search.text().strip()}”")
         return " · ".join(parts)
@@ -122,14 +143,15 @@ class FilterBar(QWidget):
     def state(self) -> dict:
         """The controls as plain data (saved with the window's session)."""
         return {"show": self.show_box.currentData(), "source": self.source_box.currentData(),
-                "split": self.split_box.currentData(), "sort": self.sort_box.currentData(),
+                "split": self.split_box.currentData(), "tag": self.tag_box.currentData(),
+                "sort": self.sort_box.currentData(),
                 "text": self.search.text()}
 
     def set_state(self, state: dict) -> None:
         """Restore controls saved by state(); unknown values fall back to the defaults. Emits changed once."""
         self._quiet = True
         for box, key in ((self.show_box, "show"), (self.source_box, "source"), (self.split_box, "split"),
-                         (self.sort_box, "sort")):
+                         (self.tag_box, "tag"), (self.sort_box, "sort")):
             box.blockSignals(True)
             box.setCurrentIndex(max(0, box.findData(state.get(key))))
             box.blockSignals(False)

@@ -318,9 +318,10 @@ class TagEditsMixin:
         self._tag_timer.start()
 
     def refresh_known_tags(self) -> None:
-        """The completer's tag names (after opening, edits, undo, import, training)."""
+        """The completer's and the filter bar's tag names (after opening, edits, undo, import, training)."""
         names = [] if self.project is None else [n for n, _ in sorted(self.project.tags(), key=lambda t: -t[1])]
         self.tag_panel.set_known_tags(names)
+        self.filter_bar.set_tags([] if self.project is None else list(tag_store.tag_names(self.project.conn).items()))
 
     def refresh_tags(self) -> None:
         """Read the shown images' tags and the newest tag model's suggestions into the panel."""

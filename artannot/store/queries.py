@@ -53,6 +53,8 @@ class ImageQuery:
     min_suspect: float | None = None  # suspect score at least this (0..1)
     min_confidence: float | None = None  # the model's top-1 score within [min, max]
     max_confidence: float | None = None
+    tag_ids: tuple[int, ...] = ()  # carrying every one of these tags ...
+    untagged: bool = False  # ... or (when set) carrying no tag at all
     text: str = ""  # part of the file path, case-insensitive
     sort: str = "id"
     model_id: int | None = None  # the model whose predictions and suspects count (None: none)
@@ -129,6 +131,12 @@ def _build(conn: sqlite3.Connection, q: ImageQuery, what: str) -> tuple[str, lis
         if "none" in q.splits:
             ors.append("i.split IS NULL")
         where.append("(" + " OR ".join(ors) + ")")
+    for tag_id in q.tag_ids:  # each through the (tag_id, image_id) index of present tags
+        where.append("i.id IN (SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1)")
+        params.append(int(tag_id))
+    if q.untagged:
+        where.append("NOT EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.active = 1"
+                     " AND t.present = 1)")
     text = q.text.strip()
     if text:
         if len(text) >= 3 and has_name_index(conn):
