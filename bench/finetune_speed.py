@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="default 2 on CPU, 3 on a GPU")
     ap.add_argument("--batch-size", type=int, help="default 16 on CPU, 64 on a GPU")
     ap.add_argument("--image-size", type=int)
+    ap.add_argument("--random-weights", action="store_true",
+                    help="skip the pretrained weights (speed only: e.g. ResNet50 where its weights are not installed)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: the app's choice)")
     args = ap.parse_args()
 
@@ -69,7 +71,7 @@ def main() -> None:
     steps = args.epochs * (len(samples) // args.batch_size)
 
     # Raw: the same network, optimizer and loss on pre-made tensors (nothing but the model's own work).
-    raw_model = runtime.prepare(build_network(args.backbone, len(classes))).train()
+    raw_model = runtime.prepare(build_network(args.backbone, len(classes), pretrained=not args.random_weights)).train()
     plan = layer_plan(raw_model, "finetune")
     groups = [{"params": list(g.parameters()), "lr": p.lr} for g, p in zip(raw_model.layer_groups(), plan, strict=True)]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -102,7 +104,7 @@ def main() -> None:
     raw_before = raw(steps)
 
     # App: the real loop (its own first steps are its warm-up, as for a user).
-    model = build_network(args.backbone, len(classes))
+    model = build_network(args.backbone, len(classes), pretrained=not args.random_weights)
     t = time.perf_counter()
     result = fit(model, samples, None, cfg, runtime, layer_plan(model, "finetune"), backbone=args.backbone)
     loop_seconds = time.perf_counter() - t

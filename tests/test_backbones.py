@@ -214,3 +214,19 @@ def test_imagenet_categories():
     names = imagenet_categories()
     assert len(names) == 1000
     assert names[ESPRESSO] == "espresso" and names[281] == "tabby"
+
+
+def test_untrained_torchvision_networks_need_no_weights_file(tmp_path):
+    """Speed benches and fine-tuned checkpoints load without the ImageNet file (random init, then the checkpoint)."""
+    import torch
+
+    from artannot.ml.networks import build_network, load_network, save_network
+
+    net = build_network("resnet50", 3, pretrained=False)
+    head = net.classifier[-1]  # dropout, then the new linear layer
+    assert head.out_features == 3
+    save_network(net, tmp_path / "r.pt", {"backbone": "resnet50", "n_outputs": 3, "class_ids": [1, 2, 3],
+                                          "image_size": None, "method": "finetune", "run": "r"})
+    again, meta = load_network(tmp_path / "r.pt")
+    assert meta["backbone"] == "resnet50"
+    assert torch.equal(again.classifier[-1].weight, head.weight)

@@ -56,6 +56,7 @@ class BackboneSpec:
     locate: Callable[[str | None], Path] = field(compare=False, repr=False)  # weights_path -> file, or ModelError
     build: Callable[[Mapping[str, torch.Tensor], Path], nn.Module] = field(compare=False, repr=False)
     interpolation: str = "bilinear"  # resize filter the weights were evaluated with
+    untrained: Callable[[], nn.Module] | None = field(default=None, compare=False, repr=False)  # random init
 
 
 # -- weights files ----------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def _lite_spec(variant: str, weights_file: str) -> BackboneSpec:
         feature_dim=EfficientNetLite.feature_dim,
         feature_layer="head 1x1 conv to 1280 channels + BN + ReLU6, global average pool (1280-d)",
         weights_file=weights_file, locate=partial(_locate_lite, variant), build=partial(_build_lite, variant),
-        interpolation="bicubic",
+        interpolation="bicubic", untrained=partial(EfficientNetLite, variant),
     )
 
 
@@ -242,6 +243,7 @@ def _torchvision_spec(name: str, label: str, weights: torchvision.models.Weights
         name=name, input_size=input_size, resize_size=resize_size, mean=mean, std=std, feature_dim=feature_dim,
         feature_layer=feature_layer, weights_file=Path(urlparse(weights.url).path).name,
         locate=partial(_locate_torchvision, weights, label), build=partial(_build_torchvision, make, wrap, label),
+        untrained=lambda: wrap(make()),
     )
 
 

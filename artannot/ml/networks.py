@@ -22,7 +22,7 @@ from torch import nn
 from artannot.errors import Cancelled, ModelError
 from artannot.ml.backbones import BackboneSpec, build_transform, get_spec, load_backbone
 from artannot.ml.device import Runtime
-from artannot.ml.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+from artannot.ml.efficientnet_lite import EfficientNetLite
 from artannot.ml.features import FeatureCache, make_loader
 from artannot.store.files import atomic_write_bytes
 
@@ -68,9 +68,9 @@ def replace_head(model: nn.Module, n_outputs: int) -> nn.Module:
 
 def build_network(backbone: str, n_outputs: int, *, pretrained: bool = True,
                   weights_path: str | None = None) -> nn.Module:
-    """A backbone with a new head of n_outputs; ImageNet weights unless pretrained=False (EfficientNet-Lite)."""
-    if not pretrained and backbone in LITE_CONFIGS:
-        model: nn.Module = EfficientNetLite(backbone)
+    """A backbone with a new head of n_outputs; ImageNet weights unless pretrained=False (random init)."""
+    if not pretrained:
+        model: nn.Module = get_spec(backbone).untrained()
     else:  # torchvision networks are rebuilt from their ImageNet file, then overwritten by a checkpoint
         model = load_backbone(backbone, weights_path)
     return replace_head(model, n_outputs)
