@@ -45,33 +45,30 @@ SHOWN_TOP = 10  # thumbnails shown of each model's top images
 
 
 def _compare_job(path: Path, a: int | None, b: int | None, max_images: int, progress, cancel: threading.Event):
-    """Worker: layer activations of both models on the same images, CKA and mean top-100 overlap per layer."""
-    from artannot.ml.analysis import cka_by_layer, model_activations, top_overlap_by_layer
-    from artannot.project import Project
-
-    with Project(path) as p:
-        acts_a, ids = model_activations(p.conn, p.cache_dir, a, max_images=max_images, progress=progress,
-                                        cancel=cancel)
-        acts_b, ids_b = model_activations(p.conn, p.cache_dir, b, max_images=max_images, progress=progress,
-                                          cancel=cancel)
-    if not np.array_equal(ids, ids_b):
-        raise RuntimeError("the two models were measured on different images")
-    names, cka = cka_by_layer(acts_a, acts_b)
-    return {"a": acts_a, "b": acts_b, "ids": ids, "layers": names, "cka": cka,
-            "overlap": top_overlap_by_layer(acts_a, acts_b, 100) if acts_a.names == acts_b.names else None,
-            "kernels": _kernel_distances(path, a, b)}
-
-
-def _kernel_distances(path: Path, a: int | None, b: int | None) -> dict | None:
-    """Mean l2 distance between the two networks' kernels per layer group (None for other architectures)."""
-    from artannot.ml.analysis import kernel_distance_by_layer
+    """Worker: layer activations of both models on the same images, CKA and mean top-100 overlap per layer, and
+    the mean l2 distance between their kernels. Each network is loaded once and serves both measures."""
+    from artannot.ml.analysis import (
+        cka_by_layer,
+        kernel_distance_by_layer,
+        model_activations,
+        top_overlap_by_layer,
+    )
     from artannot.ml.saliency import model_source
     from artannot.project import Project
 
     with Project(path) as p:
-        nets = [model_source(p.conn, m).load_network() for m in (a, b)]
-    names, absolute, relative = kernel_distance_by_layer(*nets)
-    return {"layers": names, "l2": absolute, "relative": relative} if names else None
+        net_a, net_b = (model_source(p.conn, m).load_network() for m in (a, b))
+        acts_a, ids = model_activations(p.conn, p.cache_dir, a, max_images=max_images, net=net_a,
+                                        progress=progress, cancel=cancel)
+        acts_b, ids_b = model_activations(p.conn, p.cache_dir, b, max_images=max_images, net=net_b,
+                                          progress=progress, cancel=cancel)
+    if not np.array_equal(ids, ids_b):
+        raise RuntimeError("the two models were measured on different images")
+    names, cka = cka_by_layer(acts_a, acts_b)
+    layers, absolute, relative = kernel_distance_by_layer(net_a, net_b)  # none for other architectures
+    return {"a": acts_a, "b": acts_b, "ids": ids, "layers": names, "cka": cka,
+            "overlap": top_overlap_by_layer(acts_a, acts_b, 100) if acts_a.names == acts_b.names else None,
+            "kernels": {"layers": layers, "l2": absolute, "relative": relative} if layers else None}
 
 
 def _styled(plot: pg.PlotWidget) -> pg.PlotWidget:
