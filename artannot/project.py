@@ -175,8 +175,16 @@ class Project:
 
     def tag_suggestions(self, image_id: int, *, model_id: int | None = None) -> list[tuple[str, float, bool]]:
         """A tag model's (tag, probability, over its threshold) for an image, best first; [] with no tag model."""
+        return self.tag_suggestions_for([image_id], model_id=model_id).get(image_id, [])
+
+    def tag_suggestions_for(self, image_ids: Sequence[int], *,
+                            model_id: int | None = None) -> dict[int, list[tuple[str, float, bool]]]:
+        """tag_suggestions of many images in a few queries (images the model did not score are left out)."""
         model_id = model_id if model_id is not None else tag_store.latest_tag_model_id(self.conn)
-        return [] if model_id is None else tag_store.tag_predictions_for(self.conn, model_id, image_id)
+        if model_id is None:
+            return {}
+        return {i: [(name, score, over) for _, name, score, over in scored]
+                for i, scored in tag_store.tag_scores(self.conn, model_id, image_ids).items()}
 
     # ---- models -----------------------------------------------------------------------------------
     @property

@@ -342,7 +342,7 @@ class TagEditsMixin:
         note = ""
         scored: dict[int, list[tuple[str, float, bool]]] = {}
         if model_id is not None and len(ids) <= MAX_SUGGESTED:
-            scored = {i: self.project.tag_suggestions(i, model_id=model_id) for i in ids}
+            scored = self.project.tag_suggestions_for(ids, model_id=model_id)
         elif model_id is not None:
             note = (f"Suggestions are pooled over at most {MAX_SUGGESTED} images; Shift+Space still accepts"
                     " each image's own")

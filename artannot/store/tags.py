@@ -46,18 +46,29 @@ def clean_tag(name: str) -> str:
     return tag
 
 
+def _known(conn: sqlite3.Connection) -> dict[str, tuple[int, str]]:
+    """Every tag by its lower-cased name -> (id, name as stored): tags match case-insensitively."""
+    return {r["name"].lower(): (r["id"], r["name"]) for r in conn.execute("SELECT id, name FROM tags")}
+
+
+def _carriers(conn: sqlite3.Connection, tag_id: int) -> list[int]:
+    """The images that carry a tag now."""
+    return [r[0] for r in conn.execute(
+        "SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1", (tag_id,))]
+
+
 def ensure_tags(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, int]:
     """Ids of these tags (case-insensitive match to an existing tag), creating the new ones."""
     wanted = list(dict.fromkeys(clean_tag(n) for n in names))
-    known = {r["name"].lower(): (r["name"], r["id"]) for r in conn.execute("SELECT id, name FROM tags")}
+    known = _known(conn)
     out: dict[str, int] = {}
     with write(conn):
         for name in wanted:
             hit = known.get(name.lower())
             if hit is None:
                 cur = conn.execute("INSERT INTO tags(name, created_at) VALUES (?, ?)", (name, now()))
-                hit = known[name.lower()] = (name, int(cur.lastrowid))
-            out[name] = hit[1]
+                hit = known[name.lower()] = (int(cur.lastrowid), name)
+            out[name] = hit[0]
     return out
 
 
@@ -142,8 +153,9 @@ def set_tags(conn: sqlite3.Connection, image_ids: Sequence[int], names: Sequence
 
 
 def _existing(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, int]:
-    known = {r["name"].lower(): (r["name"], r["id"]) for r in conn.execute("SELECT id, name FROM tags")}
-    return dict(known[n.strip().lower()] for n in names if n.strip().lower() in known)
+    """Stored name -> id of those of these names that are tags (any case); unknown names left out."""
+    known = _known(conn)
+    return {known[n.strip().lower()][1]: known[n.strip().lower()][0] for n in names if n.strip().lower() in known}
 
 
 def rename_tag(conn: sqlite3.Connection, old: str, new: str) -> int | None:
@@ -152,7 +164,7 @@ def rename_tag(conn: sqlite3.Connection, old: str, new: str) -> int | None:
     A merge moves each image's tag to the other one (as the curator's edit) and leaves the old name unused.
     Returns the event id, or None when nothing changes.
     """
-    known = {r["name"].lower(): (r["id"], r["name"]) for r in conn.execute("SELECT id, name FROM tags")}
+    known = _known(conn)
     source = known.get(str(old).strip().lower())
     if source is None:
         raise ArtAnnotError(f"no tag named {old!r} in this project")
@@ -168,9 +180,7 @@ def rename_tag(conn: sqlite3.Connection, old: str, new: str) -> int | None:
                          (event_id, tag_id, name, new))
             conn.execute("UPDATE tags SET name = ? WHERE id = ?", (new, tag_id))
         return event_id
-    carriers = [r[0] for r in conn.execute(
-        "SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1", (tag_id,))]
-    changes = [c for i in carriers for c in (TagChange(i, tag_id, False), TagChange(i, target[0], True))]
+    changes = [c for i in _carriers(conn, tag_id) for c in (TagChange(i, tag_id, False), TagChange(i, target[0], True))]
     return apply_tags(conn, changes, description=f"merge tag {name} into {target[1]}")
 
 
@@ -180,8 +190,7 @@ def delete_tag(conn: sqlite3.Connection, name: str) -> int | None:
     if not found:
         raise ArtAnnotError(f"no tag named {name!r} in this project")
     (shown, tag_id), = found.items()
-    carriers = [r[0] for r in conn.execute(
-        "SELECT image_id FROM image_tags WHERE tag_id = ? AND active = 1 AND present = 1", (tag_id,))]
+    carriers = _carriers(conn, tag_id)
     return apply_tags(conn, [TagChange(i, tag_id, False) for i in carriers],
                       description=f"remove tag {shown} from {len(carriers)} image{'s' if len(carriers) != 1 else ''}")
 
@@ -262,28 +271,27 @@ def model_thresholds(conn: sqlite3.Connection, model_id: int) -> dict[int, float
     return {int(t): float(by_name.get(names.get(int(t)), 0.5)) for t in json.loads(row[1] or "[]")}
 
 
-def tag_predictions_for(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float, bool]]:
-    """(tag, score, over its threshold) of a model for one image, best first."""
-    thresholds = model_thresholds(conn, model_id)
-    return [(r[0], float(r[1]), float(r[1]) >= thresholds.get(r[2], 0.5)) for r in conn.execute(
-        "SELECT t.name, p.score, p.tag_id FROM tag_predictions p JOIN tags t ON t.id = p.tag_id"
-        " WHERE p.model_id = ? AND p.image_id = ? ORDER BY p.score DESC, t.name", (model_id, image_id))]
-
-
-def over_threshold(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> dict[int, list[int]]:
-    """Image id -> ids of the tags a tag model scores over their thresholds on it (batched, any selection)."""
+def tag_scores(conn: sqlite3.Connection, model_id: int,
+               image_ids: Sequence[int]) -> dict[int, list[tuple[int, str, float, bool]]]:
+    """Image id -> a tag model's (tag id, tag, score, over its threshold), best first; batched, thresholds read once."""
     limit = model_thresholds(conn, model_id)
-    out: dict[int, list[int]] = {}
+    out: dict[int, list[tuple[int, str, float, bool]]] = {}
     ids = list(dict.fromkeys(image_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for image_id, tag_id, score in conn.execute(
-                f"SELECT image_id, tag_id, score FROM tag_predictions WHERE model_id = ? AND image_id IN ({marks})",
+        for image_id, tag_id, name, score in conn.execute(
+                "SELECT p.image_id, p.tag_id, t.name, p.score FROM tag_predictions p JOIN tags t ON t.id = p.tag_id"
+                f" WHERE p.model_id = ? AND p.image_id IN ({marks}) ORDER BY p.image_id, p.score DESC, t.name",
                 (model_id, *chunk)):
-            if score >= limit.get(tag_id, 0.5):
-                out.setdefault(image_id, []).append(tag_id)
+            out.setdefault(image_id, []).append((tag_id, name, float(score), score >= limit.get(tag_id, 0.5)))
     return out
+
+
+def over_threshold(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Image id -> ids of the tags a tag model scores over their thresholds on it (batched, any selection)."""
+    out = {i: [t for t, _, _, over in scored if over] for i, scored in tag_scores(conn, model_id, image_ids).items()}
+    return {i: tags for i, tags in out.items() if tags}
 
 
 def accept_suggestions(conn: sqlite3.Connection, model_id: int, image_ids: Sequence[int]) -> int | None:
