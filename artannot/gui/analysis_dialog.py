@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from artannot.gui.insights import (
+    ID_ROLE,
     IMAGENET,
     Insights,
     ModelCombo,
@@ -39,7 +40,6 @@ from artannot.gui.insights import (
 )
 from artannot.ml.analysis import class_entropy, overlap_ratio, top_activating
 
-ID_ROLE = Qt.ItemDataRole.UserRole + 1
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7")
 SHOWN_TOP = 10  # thumbnails shown of each model's top images
 

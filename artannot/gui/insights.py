@@ -27,6 +27,7 @@ from artannot.worker.jobs import Job, JobQueue
 
 IMAGENET = -1  # combo data of "the ImageNet backbone, no trained model"
 UNLABELLED = "#b0bec5"
+ID_ROLE = Qt.ItemDataRole.UserRole + 1  # the image id of an item in a strip of thumbnails
 
 
 # -- small shared helpers -------------------------------------------------------------------------------------

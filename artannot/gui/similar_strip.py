@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from artannot.gui.insights import (
+    ID_ROLE,
     FeatureSet,
     Insights,
     ModelCombo,
@@ -30,7 +31,6 @@ from artannot.gui.insights import (
     save_widget_png,
 )
 
-ID_ROLE = Qt.ItemDataRole.UserRole + 1
 MODES = (("Cosine on features", "cosine"), ("Hamming on hash codes", "hamming"))
 ICON = 128
 MORPH_K = 6  # neighbours per image in the morphing graph: fewer make longer, smoother paths
