@@ -27,3 +27,7 @@ class Cancelled(ArtAnnotError):
 
 class StorageError(ArtAnnotError, OSError):
     """A file could not be written (disk full, read-only); what was there before is intact."""
+
+
+class DiskFullError(ProjectError, StorageError):
+    """The disk holding the project (or a file being written) is full; what was saved before is intact."""

@@ -23,6 +23,7 @@ from artannot.data.importer import BATCH
 from artannot.ml.classifiers import SVMClassifier
 from artannot.project import Project
 from artannot.store import repo
+from artannot.store.model_files import resolve_model_file
 from tests.shapes import make_shape_collection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def trained(tmp_path_factory) -> dict:
 
 
 def _model_state(p: Project, model_id: int) -> dict:
-    checkpoint = Path(repo.get_model(p.conn, model_id)["checkpoint"])
+    checkpoint = resolve_model_file(p.cache_dir, repo.get_model(p.conn, model_id)["checkpoint"])
     return {
         "checkpoint": checkpoint,
         "digest": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
@@ -203,7 +204,7 @@ def test_killed_training_leaves_the_good_model_as_it_was(trained, stage):
     _wait_for_line(proc, "PAUSED")
     _kill(proc)
     with _checked(trained["path"]) as p:
-        assert p.latest_model_id() == trained["model"]  # the killed run stored no model at all
+        assert p.active_model_id() == trained["model"]  # the killed run stored no model at all
         assert p.conn.execute("SELECT COUNT(*) FROM models").fetchone()[0] == 1
         state = _model_state(p, trained["model"])
         assert state["checkpoint"] == trained["checkpoint"] and state["digest"] == trained["digest"]

@@ -150,7 +150,7 @@ def test_atomic_write_failure_is_one_line_and_keeps_the_old_file(tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "fsync", no_space)  # the disk fills while the new file is written
-    with pytest.raises(StorageError, match="No space left on device; the previous file is intact"):
+    with pytest.raises(StorageError, match="the disk holding it is full; the previous file is intact"):
         files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temp file left behind

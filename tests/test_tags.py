@@ -115,7 +115,7 @@ def test_a_schema_2_project_upgrades_to_tags_with_a_backup(tmp_path, monkeypatch
         p.class_id("cat")
     monkeypatch.undo()
     with Project(path) as p:
-        assert p.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert p.conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
         assert p.tags() == [] and [c.name for c in p.classes()] == ["cat"]
     assert list(tmp_path.glob("old.artannot.backup-v2-*"))
 
@@ -131,7 +131,7 @@ def test_tag_model_learns_per_tag_thresholds_and_map(scenes):
         assert all(0.0 < t < 1.0 for t in result.params["thresholds"].values())
         again = p.evaluate(result.model_id)
         assert again["map"] == pytest.approx(m["map"]) and again["method"] == "tags"
-        assert p.latest_model_id() is None  # a tag model is not the grid's class model
+        assert p.active_model_id() is None  # a tag model is not the grid's class model
         ids = {Path(r.path).name: r.id for r in p.images()}
         hits = 0
         for name, kinds in truth.items():

@@ -8,18 +8,20 @@ latest model's top-5 per image.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from artannot.data.formats import curated_set, write_csv_rows, write_text
+from artannot.data.formats import curated_set, printable, write_csv_rows, write_text
 from artannot.data.formats.coco import write_coco
 from artannot.data.formats.csv_labels import write_csv_labels
 from artannot.data.formats.labelme import write_labelme
 from artannot.data.formats.voc import write_voc
 from artannot.data.formats.yolo import write_yolo
-from artannot.errors import ArtAnnotError
+from artannot.errors import ArtAnnotError, StorageError
 from artannot.store import repo
 
 Progress = Callable[[int, int, str], None]
@@ -39,7 +41,7 @@ def export_csv(conn: sqlite3.Connection, out: Path) -> int:
 
 
 def _model_id(conn: sqlite3.Connection, model_id: int | None) -> int:
-    model_id = model_id if model_id is not None else repo.latest_model_id(conn)
+    model_id = model_id if model_id is not None else repo.active_model_id(conn)
     if model_id is None:
         raise ArtAnnotError("no trained model yet: train one before exporting predictions")
     return model_id
@@ -104,8 +106,42 @@ def _safe_name(name: str) -> str:
     return "_" if cleaned in ("", ".", "..") else cleaned
 
 
+FOLDER_FORMATS = ("imagefolder", "voc", "yolo", "labelme")
+PARTIAL = ".partial-"  # the temporary sibling a folder export is written into
+
+
+def into_folder(out: Path, write: Callable[[Path], int]) -> int:
+    """Run a folder writer on a temporary sibling of out, then rename it to out: an interrupted export leaves
+    no folder under the final name (only a `.<name>.partial-…` one), never a set that looks complete."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ArtAnnotError(f"{printable(out)} is not empty; export into a new folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}{PARTIAL}{uuid.uuid4().hex[:12]}"
+        tmp.mkdir()  # as any folder the curator makes (umask), unlike mkdtemp's private 0700
+    except OSError as exc:
+        raise StorageError(f"cannot write {printable(out)}: {exc.strerror or exc}") from None
+    try:
+        n = write(tmp)
+        if out.is_dir():
+            out.rmdir()  # the empty folder the curator chose (refused above unless empty)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, ArtAnnotError):
+            raise StorageError(f"cannot write {printable(out)}: {exc.strerror or exc}; nothing was exported"
+                               ) from None
+        raise
+    return n
+
+
 def export(conn: sqlite3.Connection, out: Path, fmt: str, progress: Progress | None = None) -> int:
-    """Dispatch to a format's writer; returns how many images it wrote."""
+    """Dispatch to a format's writer; returns how many images it wrote (folders appear whole or not at all)."""
+    if fmt in FOLDER_FORMATS:
+        if fmt == "imagefolder":
+            return into_folder(out, lambda tmp: export_imagefolder(conn, tmp, progress))
+        return into_folder(out, lambda tmp: _WRITERS[fmt](conn, tmp))
     if fmt in _WRITERS:
         return _WRITERS[fmt](conn, out)
     if fmt == "predictions":

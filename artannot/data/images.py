@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import struct
 import tempfile
 import threading
@@ -60,13 +61,55 @@ def is_image_path(path: PathArg) -> bool:
 def sha256_file(path: PathArg, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes: the identity that survives renames and moves."""
     digest = hashlib.sha256()
+    fp = open_regular(path, _label(path))
     try:
-        with open(path, "rb") as fp:
+        with fp:
             while block := fp.read(chunk):
                 digest.update(block)
     except OSError as exc:
         raise ImageLoadError(_os_error_message(_label(path), exc)) from exc
     return digest.hexdigest()
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of this st_mode is not read as an image (None: a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def open_regular(path: PathArg, label: str | None = None) -> IO[bytes]:
+    """A binary file object of a regular file, or ImageLoadError; never blocks on a pipe or device.
+
+    The file is opened non-blocking (a FIFO or a tty would otherwise wait forever for a writer) and only
+    kept when fstat says it is a regular file; reads of a regular file do not care about O_NONBLOCK.
+    """
+    label = label or _label(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            why = not_regular_reason(os.stat(path).st_mode)
+            if why is not None:
+                raise ImageLoadError(f"{label} is {why}, not a regular file; only image files are read") from None
+        raise ImageLoadError(_os_error_message(label, exc)) from exc
+    try:
+        why = not_regular_reason(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise ImageLoadError(_os_error_message(label, exc)) from exc
+    if why is not None:
+        os.close(fd)
+        if why == "a folder":
+            raise ImageLoadError(f"{label} is a folder, not an image file")
+        raise ImageLoadError(f"{label} is {why}, not a regular file; only image files are read")
+    return os.fdopen(fd, "rb")
 
 
 def load_image(path: PathArg, *, max_pixels: int = MAX_PIXELS, first_frame: bool = True) -> Image.Image:
@@ -235,10 +278,7 @@ def _identify(fp: IO[bytes], label: str, max_pixels: int) -> ImageFile.ImageFile
 def _open_checked(path: PathArg, max_pixels: int) -> Iterator[tuple[ImageFile.ImageFile, str]]:
     """Open a file, identify it by content and enforce the pixel limit before any pixel is decoded."""
     label = _label(path)
-    try:
-        fp = open(path, "rb")  # noqa: SIM115 - closed by the `with fp` below
-    except OSError as exc:
-        raise ImageLoadError(_os_error_message(label, exc)) from exc
+    fp = open_regular(path, label)
     with fp:
         try:
             if os.fstat(fp.fileno()).st_size == 0:

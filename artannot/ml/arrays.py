@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,8 +25,11 @@ def load_npz(path: str | Path, required: Iterable[str], what: str = "model file"
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ModelError(f"{what} {path} cannot be read ({exc}); retrain it") from None
+    except FileNotFoundError:
+        raise ModelError(f"{what} {path} cannot be read (it is missing); retrain it") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # damaged, or pickled objects (never loaded)
+        raise ModelError(f"{what} {path} cannot be read (not a model file ArtAnnot wrote, or damaged);"
+                         " retrain it") from None
     missing = [name for name in required if name not in arrays]
     if missing:
         raise ModelError(f"{what} {path} lacks {', '.join(missing)}; retrain it")

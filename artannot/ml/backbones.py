@@ -103,9 +103,9 @@ def _read_state_dict(path: Path, label: str) -> Mapping[str, torch.Tensor]:
     """Tensors of a checkpoint file, read without executing pickled code."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read {label} weights {path} ({reason[:120]}); replace the file") from exc
+    except Exception:  # torch raises pickle, zip and runtime errors alike; its text may suggest an unsafe load
+        raise ModelError(f"cannot read {label} weights {path}: damaged, or not a plain weights file (pickled code"
+                         " is never run); replace the file") from None
     if not isinstance(state, Mapping):
         raise ModelError(f"{path} holds no state dict; expected the {label} ImageNet weights file")
     return state

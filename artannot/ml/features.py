@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +21,29 @@ from artannot.ml.backbones import build_transform, get_spec, load_backbone
 from artannot.ml.device import Runtime, select_runtime
 
 Progress = Callable[[int, int, str], None]
+log = logging.getLogger(__name__)
+
+
+_checked: set[tuple] = set()  # file states that passed quick_check in this process
+_checked_lock = threading.Lock()
+
+
+def _check_once(conn: sqlite3.Connection, path: Path) -> None:
+    """quick_check a cache file once per process and file state (a big cache takes a while to scan)."""
+    try:
+        st = path.stat()
+        key: tuple | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    with _checked_lock:
+        if key is not None and key in _checked:
+            return
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(problems[0] if problems else "quick_check failed")
+    if key is not None:
+        with _checked_lock:
+            _checked.add(key)
 
 
 class FeatureCache:
@@ -26,43 +52,93 @@ class FeatureCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS features (backbone TEXT NOT NULL, sha256 TEXT NOT NULL,"
-            " dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (backbone, sha256)) WITHOUT ROWID"
-        )
+        self.moved_aside: Path | None = None  # where a damaged file went when this cache was opened
+        self.rejected = 0  # cached vectors refused on read (damaged: not finite or the wrong size)
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:  # the cache is disposable: move the damaged file aside, start over
+            self.moved_aside = self._move_aside()
+            log.warning("the feature cache %s was damaged (%s); moved it aside to %s and started a new one"
+                        " (features are recomputed)", self.path, " ".join(str(exc).split())[:120],
+                        self.moved_aside.name)
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            _check_once(conn, self.path)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS features (backbone TEXT NOT NULL, sha256 TEXT NOT NULL,"
+                " dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (backbone, sha256)) WITHOUT ROWID"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _move_aside(self) -> Path:
+        dest = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = dest.with_name(f"{dest.name.rsplit('~', 1)[0]}~{n}")
+        os.replace(self.path, dest)
+        for suffix in ("-wal", "-shm"):  # the journal belongs to the damaged file
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}{suffix}", f"{dest}{suffix}")
+        return dest
 
     def get_many(self, backbone: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cached vectors for the hashes that have one."""
+        """Cached vectors for the hashes that have one; a damaged vector counts as missing (recomputed)."""
         out: dict[str, np.ndarray] = {}
         uniq = list(dict.fromkeys(hashes))
+        rejected = 0
         with self._lock:
-            for start in range(0, len(uniq), 500):
-                chunk = uniq[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for sha, vec in self._conn.execute(
-                    f"SELECT sha256, vec FROM features WHERE backbone = ? AND sha256 IN ({marks})",
-                    [backbone, *chunk],
-                ):
-                    out[sha] = np.frombuffer(vec, dtype=np.float16).astype(np.float32)
+            try:
+                for start in range(0, len(uniq), 500):
+                    chunk = uniq[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for sha, dim, vec in self._conn.execute(
+                        f"SELECT sha256, dim, vec FROM features WHERE backbone = ? AND sha256 IN ({marks})",
+                        [backbone, *chunk],
+                    ):
+                        if not isinstance(vec, bytes) or len(vec) != 2 * dim or dim < 1:
+                            rejected += 1
+                            continue
+                        v = np.frombuffer(vec, dtype=np.float16).astype(np.float32)
+                        if not np.isfinite(v).all():
+                            rejected += 1
+                            continue
+                        out[sha] = v
+            except sqlite3.DatabaseError as exc:  # damage quick_check missed: what was read stays valid
+                log.warning("the feature cache %s could not be read (%s); the rest is recomputed", self.path,
+                            " ".join(str(exc).split())[:120])
+        if rejected:
+            self.rejected += rejected
+            log.warning("%d cached feature vectors in %s were damaged; they are recomputed", rejected, self.path)
         return out
 
     def put_many(self, backbone: str, items: dict[str, np.ndarray]) -> None:
         """Store vectors (as float16: half the disk, no measurable accuracy loss for linear/SVM heads)."""
+        rows = [(backbone, sha, v.shape[0], v.astype(np.float16).tobytes()) for sha, v in items.items()
+                if np.isfinite(v).all()]
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO features(backbone, sha256, dim, vec) VALUES (?, ?, ?, ?)",
-                    [(backbone, sha, v.shape[0], v.astype(np.float16).tobytes()) for sha, v in items.items()],
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO features(backbone, sha256, dim, vec) VALUES (?, ?, ?, ?)", rows)
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:  # disposable: a cache that cannot be written is not an error
+                log.warning("the feature cache %s could not be written (%s); features are not cached",
+                            self.path, " ".join(str(exc).split())[:120])
 
     def close(self) -> None:
         """Release the file."""

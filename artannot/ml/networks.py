@@ -258,16 +258,29 @@ def save_network(model: nn.Module, path: Path, meta: dict) -> None:
 def load_network(path: str | Path) -> tuple[nn.Module, dict]:
     """A network written by save_network, read without executing pickled code; (model in eval mode, meta)."""
     path = Path(path)
+    foreign = ModelError(f"model file {path} is not a checkpoint ArtAnnot wrote; retrain or delete the model")
+    if not path.is_file():
+        raise ModelError(f"network checkpoint {path} is missing; retrain or delete the model")
     try:
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not an ArtAnnot sidecar")
+        backbone, n_outputs = str(meta["backbone"]), int(meta["n_outputs"])
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        raise foreign from None
+    try:
+        # weights_only: tensors and plain containers, never pickled code. Torch's own message for a file it
+        # refuses suggests the unsafe load; it is deliberately not shown.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"network checkpoint {path} cannot be read ({exc}); retrain the model") from None
-    model = build_network(meta["backbone"], int(meta["n_outputs"]), pretrained=False)
+    except Exception:  # pickle, zip, EOF and runtime errors alike for a damaged or foreign file
+        raise foreign from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise foreign
+    model = build_network(backbone, n_outputs, pretrained=False)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path} does not fit a {meta['backbone']} network ({str(exc)[:120]})") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{path} does not fit a {backbone} network ({first[:120]}); retrain or delete the model"
+                         ) from None
     return model.eval(), meta

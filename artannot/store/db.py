@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from artannot.errors import ProjectError
+from artannot.errors import DiskFullError, ProjectError
 
-SCHEMA_VERSION = 3  # 1 is SCHEMA below; later versions are steps in migrations.py
+SCHEMA_VERSION = 4  # 1 is SCHEMA below; later versions are steps in migrations.py
 APPLICATION_ID = 0x41525441  # "ARTA": marks a file as an ArtAnnot project
 # Files up to this size get the full integrity_check on open (well under 0.5 s); bigger ones quick_check.
 FULL_CHECK_MAX_BYTES = 16 * 1024 * 1024  # a 100k-image project (~60 MB) opens in ~0.5 s, not 2 s
@@ -269,6 +271,19 @@ _WORDS = {
 }
 
 
+FULL_BELOW_BYTES = 1 << 20  # a disk with less free space than this counts as full
+
+
+def disk_full(path: Path | None) -> bool:
+    """Whether the disk holding path has (next to) no free space left."""
+    if path is None:
+        return False
+    try:
+        return shutil.disk_usage(Path(path).parent).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
 def storage_error(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool = False) -> ProjectError | None:
     """The ProjectError a curator should see for a storage failure, or None for other errors."""
     what = "cannot open the project" if opening else "not saved"
@@ -278,8 +293,10 @@ def storage_error(exc: sqlite3.DatabaseError, path: Path | None, *, opening: boo
     code = code & 0xFF if code is not None else next(
         (c for words, c in _WORDS.items() if words in str(exc).lower()), None)
     where = str(path) if path is not None else "the project file"
+    if code == _IOERR and (getattr(exc, "errno", None) == errno.ENOSPC or disk_full(path)):
+        code = _FULL  # SQLite reports a write that found no space (WAL, journal) as an I/O error
     if code == _FULL:
-        return ProjectError(f"{what}: the disk holding {where} is full; everything saved before is intact"
+        return DiskFullError(f"{what}: the disk holding {where} is full; everything saved before is intact"
                             " (free some space and try again)")
     if code == _READONLY:
         return ProjectError(f"{what}: {where} is read-only; everything saved before is intact"

@@ -109,7 +109,20 @@ def _v3_tags(conn: sqlite3.Connection) -> None:
                  " score REAL NOT NULL, PRIMARY KEY (model_id, image_id, tag_id)) WITHOUT ROWID")
 
 
-MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags}
+def _v4_relative_model_paths(conn: sqlite3.Connection) -> None:
+    """Model files named relative to the project's cache folder, so a moved or copied project keeps its own
+    (store/model_files.py); absolute paths into another project's folder are kept only where this project
+    has no file of that name."""
+    from artannot.store.model_files import migrate_model_paths, project_cache_dir
+
+    try:
+        cache_dir = project_cache_dir(conn)
+    except ValueError:  # an in-memory database: nothing to rewrite against
+        return
+    migrate_model_paths(conn, cache_dir)
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

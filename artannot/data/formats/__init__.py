@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class Box:
     normalized: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # a label file may list a million rows: a quarter of the memory without __dict__
 class Annotation:
     """What a label file says about one image: its path under the root, label, split, boxes and tags."""
 
@@ -58,9 +59,14 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+QUOTED_MAX = 80  # characters of a quoted value shown in a message; a longer one is cut with …
+
+
 def quoted(text: object) -> str:
-    """'text' for a message, printable (unlike repr, escapes are not doubled)."""
-    return f"'{printable(text)}'"
+    """'text' for a message, printable (unlike repr, escapes are not doubled), cut short when long."""
+    s = str(text) if not isinstance(text, os.PathLike) else os.fspath(text)
+    shown = printable(s[:QUOTED_MAX]) + ("…" if len(s) > QUOTED_MAX else "")
+    return f"'{shown}'"
 
 
 def show(path: str | os.PathLike) -> str:
@@ -77,35 +83,65 @@ def clean_relpath(rel: str, where: str, root: Path | None = None) -> str:
         raise ImportFormatError(f"{where}: the image path is empty")
     raw = rel
     rel = rel.replace("\\", "/")  # label files written on Windows; also catches zip-slip names like ..\\x
-    inside = f" the collection root {printable(root)}" if root is not None else " the collection root"
+    def inside() -> str:  # only for a message: printing a long root for every good row costs seconds
+        return f" the collection root {printable(root)}" if root is not None else " the collection root"
+
     if "\x00" in rel:
         raise ImportFormatError(f"{where}: image path {quoted(raw)} contains a NUL byte")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":" and rel[0].isalpha()):
         raise ImportFormatError(
-            f"{where}: image path {quoted(raw)} is absolute; give it relative to{inside}")
+            f"{where}: image path {quoted(raw)} is absolute; give it relative to{inside()}")
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ImportFormatError(f"{where}: image path {quoted(raw)} climbs out of{inside} with '..'")
+        raise ImportFormatError(f"{where}: image path {quoted(raw)} climbs out of{inside()} with '..'")
     if not parts:
         raise ImportFormatError(f"{where}: image path {quoted(raw)} names no file")
     return "/".join(parts)
 
 
-def safe_join(root: str | os.PathLike, rel: str, where: str = "") -> Path:
-    """root/rel, refusing absolute paths, '..' escapes and links that lead out of root."""
+def safe_join(root: str | os.PathLike, rel: str, where: str = "", dirs: dict[str, str] | None = None) -> Path:
+    """root/rel, refusing absolute paths, '..' escapes and links that lead out of root.
+
+    `dirs` (optional, for one reader's many rows) remembers the resolved folders, so a million rows cost a
+    stat each rather than a full path resolution.
+    """
     root = Path(root)
     clean = clean_relpath(rel, where or "path", root)
-    path = root.joinpath(*clean.split("/"))
-    real_root = root.resolve()
-    real = path.resolve()
-    if real != real_root and real_root not in real.parents:
+    path = root / clean
+    if dirs is None:
+        real_root, real = str(root.resolve()), str(path.resolve())
+    else:
+        if "" not in dirs:
+            dirs[""] = str(root.resolve())
+        real_root = dirs[""]
+        folder, _, name = clean.rpartition("/")
+        if folder not in dirs:
+            dirs[folder] = str(root.joinpath(*folder.split("/")).resolve()) if folder else real_root
+        real = os.path.join(dirs[folder], name)
+        if os.path.islink(real):  # only the file itself can still be a link: its folder is resolved
+            real = os.path.realpath(real)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         raise ImportFormatError(
             f"{where or 'path'}: image path {quoted(rel)} is a link that leads outside the collection"
             f" root {printable(root)}")
     return path
 
 
-def image_relpath(root: Path, raw: str, where: str, base: str = "", shown: str | None = None) -> str:
+def output_path(out: str | os.PathLike, rel: str) -> Path:
+    """Where a writer puts the file for image path rel: always inside out.
+
+    An image path that is absolute or climbs with '..' (a crafted or odd project) keeps its shape with
+    each '..' written as '__', so no writer can put a file outside its export folder.
+    """
+    parts = [p for p in str(rel).replace("\\", "/").split("/") if p not in ("", ".")]
+    parts = ["__" if p == ".." else p.replace("\x00", "_") for p in parts]
+    if parts and len(parts[0]) == 2 and parts[0][1] == ":":  # C: of a Windows path
+        parts[0] = parts[0][0]
+    return safe_join(out, "/".join(parts) or "_", "export")
+
+
+def image_relpath(root: Path, raw: str, where: str, base: str = "", shown: str | None = None,
+                  dirs: dict[str, str] | None = None) -> str:
     """The cleaned path under root of an image a label file names.
 
     Relative names are taken from `base` (a folder under root, '' for root itself). Absolute names are
@@ -133,7 +169,7 @@ def image_relpath(root: Path, raw: str, where: str, base: str = "", shown: str |
                 f"{where}: image path {quoted(raw)} climbs out of the collection root {printable(root)}")
         rel = joined
     rel = clean_relpath(rel, where, root)
-    safe_join(root, rel, where)
+    safe_join(root, rel, where, dirs)
     return rel
 
 
@@ -157,10 +193,23 @@ def find_image(root: Path, rel_stem: str) -> str | None:
 
 def read_text(path: Path, what: str) -> str:
     """A label file's text (UTF-8, BOM tolerated; undecodable bytes kept as surrogate escapes)."""
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        return path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+        fd = os.open(path, flags)  # non-blocking: a named pipe given as a label file must not hang the import
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ImportFormatError(f"cannot read {what} {printable(path)}: not a regular file")
+            with os.fdopen(fd, "rb") as fh:
+                fd = -1
+                data = fh.read()
+        finally:
+            if fd >= 0:
+                os.close(fd)
     except OSError as exc:
         raise ImportFormatError(f"cannot read {what} {printable(path)}: {exc.strerror or exc}") from None
+    return data.decode("utf-8-sig", errors="surrogateescape")
 
 
 def load_json(path: Path) -> object:
@@ -173,6 +222,9 @@ def load_json(path: Path) -> object:
             f"{show(path)}: not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
     except RecursionError:
         raise ImportFormatError(f"{show(path)}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts (4300)
+        first = (str(exc).strip().splitlines() or ["unreadable value"])[0][:120]
+        raise ImportFormatError(f"{show(path)}: not valid JSON ({first})") from None
 
 
 def check_name(name: object, where: str) -> str:
@@ -186,7 +238,12 @@ def check_name(name: object, where: str) -> str:
         raise ImportFormatError(
             f"{where}: class name {quoted(name)} is not valid UTF-8 text; save the file as UTF-8") from None
     if not name.isprintable():
-        raise ImportFormatError(f"{where}: class name {quoted(name)} contains control characters")
+        raise ImportFormatError(f"{where}: class name {quoted(name[:40])} contains control characters")
+    from artannot.store.repo import MAX_CLASS_LENGTH
+
+    if len(name) > MAX_CLASS_LENGTH:
+        raise ImportFormatError(f"{where}: class name {quoted(name[:20] + '…')} is {len(name):,} characters long;"
+                                f" a class name has at most {MAX_CLASS_LENGTH}")
     return name
 
 
@@ -314,12 +371,37 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, encode_text(text))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a leading ' (OWASP).
+
+    Plain numbers ("-0.25") are left as they are; the CSV reader drops the quote again on import.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_rows(rows) -> list[list]:
+    """Rows with every cell passed through csv_cell: what every CSV writer writes."""
+    return [[csv_cell(v) for v in row] for row in rows]
+
+
+def uncsv_cell(text: str) -> str:
+    """A cell as written before csv_cell quoted it (the reader's side)."""
+    return text[1:] if text.startswith("'") and text[1:2] and text[1:].startswith(FORMULA_STARTS) else text
+
+
 def write_csv_rows(path: Path, header: list[str], rows: list[list]) -> None:
-    """Write a UTF-8 CSV atomically (a crash never leaves half a file); odd file-name bytes survive."""
+    """Write a UTF-8 CSV atomically (a crash never leaves half a file); odd file-name bytes survive; cells that a
+    spreadsheet would run as formulas are neutralised (csv_cell)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow(csv_rows([header])[0])
+    writer.writerows(csv_rows(rows))
     write_text(path, buf.getvalue())
 
 

@@ -10,7 +10,6 @@ root, or absolute inside it.
 from __future__ import annotations
 
 import csv
-import io
 import re
 import sqlite3
 from pathlib import Path
@@ -23,8 +22,8 @@ from artannot.data.formats import (
     curated_set,
     image_relpath,
     printable,
-    read_text,
     show,
+    uncsv_cell,
     write_csv_rows,
 )
 from artannot.errors import ImportFormatError
@@ -39,25 +38,33 @@ def read_csv_labels(path: str | Path, images_root: str | Path) -> list[Annotatio
     """Annotations from a labels CSV; any bad row refuses the whole file with its line number."""
     path, root = Path(path), Path(images_root).resolve()
     name = show(path)
-    reader = csv.reader(io.StringIO(read_text(path, "labels CSV"), newline=""))
     out: list[Annotation] = []
     cols: tuple[int | None, ...] = (0, 1, 2, None)
-    try:
-        for n, row in enumerate(reader):
-            where = f"{name} line {reader.line_num}"
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if n == 0 and row[0].strip().lower() in PATH_COLUMNS:
-                cols = _columns(row, where)
-                continue
-            cells = [row[i].strip() if i is not None and i < len(row) else "" for i in cols]
-            rel = image_relpath(root, cells[0], where)
-            label = check_name(cells[1], where) if cells[1] else None
-            tags = None if cols[3] is None else check_tags(
-                [t for t in re.split(r"[;|]", cells[3]) if t.strip()], where)
-            out.append(Annotation(rel, label, check_split(cells[2], where), where=where, tags=tags))
-    except csv.Error as exc:
-        raise ImportFormatError(f"{name} line {reader.line_num}: not valid CSV ({exc})") from None
+    try:  # streamed: a file of a million rows is read a line at a time, not held twice in memory
+        fh = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise ImportFormatError(f"cannot read labels CSV {printable(path)}: {exc.strerror or exc}") from None
+    dirs: dict[str, str] = {}  # resolved folders, shared by the rows
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            for n, row in enumerate(reader):
+                where = f"{name} line {reader.line_num}"
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if n == 0 and row[0].strip().lower() in PATH_COLUMNS:
+                    cols = _columns(row, where)
+                    continue
+                cells = [uncsv_cell(row[i].strip()) if i is not None and i < len(row) else "" for i in cols]
+                rel = image_relpath(root, cells[0], where, dirs=dirs)
+                label = check_name(cells[1], where) if cells[1] else None
+                tags = None if cols[3] is None else check_tags(
+                    [t for t in re.split(r"[;|]", cells[3]) if t.strip()], where)
+                out.append(Annotation(rel, label, check_split(cells[2], where), where=where, tags=tags))
+        except csv.Error as exc:
+            raise ImportFormatError(f"{name} line {reader.line_num}: not valid CSV ({exc})") from None
+        except OSError as exc:
+            raise ImportFormatError(f"cannot read labels CSV {printable(path)}: {exc.strerror or exc}") from None
     return out
 
 

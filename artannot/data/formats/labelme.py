@@ -24,6 +24,7 @@ from artannot.data.formats import (
     load_json,
     make_box,
     number,
+    output_path,
     printable,
     quoted,
     write_text,
@@ -107,7 +108,7 @@ def write_labelme(conn: sqlite3.Connection, out: Path) -> int:
         stem = im.rel.rsplit(".", 1)[0] if "." in Path(im.rel).name else im.rel
         stem = im.rel if stem in used else stem
         used.add(stem)
-        target = out / f"{stem}.json"
+        target = output_path(out, f"{stem}.json")
         target.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "version": "5.4.1",

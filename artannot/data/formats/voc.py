@@ -28,6 +28,7 @@ from artannot.data.formats import (
     image_relpath,
     make_box,
     number,
+    output_path,
     printable,
     read_text,
     write_text,
@@ -164,7 +165,7 @@ def write_voc(conn: sqlite3.Connection, out: Path) -> int:
             for tag, value in (("xmin", x), ("ymin", y), ("xmax", x + w), ("ymax", y + h)):
                 ET.SubElement(box, tag).text = fmt_num(value)
         ET.indent(doc)
-        target = out / "Annotations" / f"{ann_id}.xml"
+        target = output_path(out / "Annotations", f"{ann_id}.xml")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text(target, ET.tostring(doc, encoding="unicode") + "\n")
         if im.split in sets:

@@ -29,6 +29,7 @@ from artannot.data.formats import (
     image_relpath,
     number,
     ordered_classes,
+    output_path,
     printable,
     quoted,
     read_text,
@@ -185,7 +186,7 @@ def write_yolo(conn: sqlite3.Connection, out: Path) -> int:
         for label, x, y, w, h in im.boxes:
             cx, cy = (x + w / 2) / im.width, (y + h / 2) / im.height
             lines.append(f"{index[label]} {cx:.6f} {cy:.6f} {w / im.width:.6f} {h / im.height:.6f}\n")
-        target = out / "labels" / f"{stem}.txt"
+        target = output_path(out / "labels", f"{stem}.txt")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_text(target, "".join(lines))
         if im.split in lists:
