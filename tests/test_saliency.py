@@ -111,14 +111,14 @@ def test_svm_head_in_torch_is_the_stored_decision_function(kernel):
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(size=(60, 24))) + np.repeat(np.eye(3, 24) * 3, 20, axis=0)
     y = np.repeat([5, 7, 9], 20)
-    clf = SVMClassifier(kernels=(kernel,), Cs=(1.0,), gamma_scales=(1.0,)).fit(X, y)
+    clf = SVMClassifier(kernels=(kernel,), Cs=(1.0,), gamma_scales=(1.0,), gammas=()).fit(X, y)
     head = SVMHead(clf)
     f = torch.tensor(X[:7], dtype=torch.float32, requires_grad=True)
     out = head(f)
     assert np.allclose(out.detach().numpy(), clf.decision_function(X[:7]), atol=1e-5)
     (g,) = torch.autograd.grad(out[:, 1].sum(), f)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
-    two = SVMClassifier(kernels=(kernel,), Cs=(1.0,), gamma_scales=(1.0,)).fit(X[:40], y[:40])
+    two = SVMClassifier(kernels=(kernel,), Cs=(1.0,), gamma_scales=(1.0,), gammas=()).fit(X[:40], y[:40])
     assert np.allclose(SVMHead(two)(torch.tensor(X[:5])).detach().numpy(), two.decision_function(X[:5]),
                        atol=1e-5)
 
@@ -132,7 +132,7 @@ def test_gradcam_of_a_features_svm_sits_on_the_object(project, tmp_path):
     with torch.no_grad():
         X = torch.cat([prepare_image(img, spec)[1] for img, _ in train])
         feats = stage_outputs(net, X)[1].numpy()
-    clf = SVMClassifier(kernels=("rbf",), Cs=(10.0,), gamma_scales=(1.0,)).fit(feats, [c for _, c in train])
+    clf = SVMClassifier(kernels=("rbf",), Cs=(10.0,), gamma_scales=(1.0,), gammas=()).fit(feats, [c for _, c in train])
     clf.save(tmp_path / "svm.npz")
     source = ModelSource(1, "efficientnet_lite0", "efficientnet_lite0", "svm", head_path=str(tmp_path / "svm.npz"),
                          class_ids=(0, 1, 2), description="shapes SVM")
@@ -196,7 +196,7 @@ def test_fine_tuned_checkpoints_are_explained_and_their_features_keyed(project):
     assert s.heatmap.shape == (160, 160) and s.class_name in ("circle", "square")
 
     rng = np.random.default_rng(0)
-    clf = SVMClassifier(kernels=("sigmoid",), Cs=(1.0,), gamma_scales=(1.0,)).fit(
+    clf = SVMClassifier(kernels=("sigmoid",), Cs=(1.0,), gamma_scales=(1.0,), gammas=()).fit(
         rng.normal(size=(20, 1280)), np.repeat(classes, 10))
     clf.save(project.cache_dir / "models" / "svm-test.npz")
     stacked = repo.add_model(project.conn, backbone="efficientnet_lite0", method="finetune", classes=classes, params={

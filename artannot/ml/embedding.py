@@ -422,7 +422,7 @@ def draw_map(xy: np.ndarray, colours: Sequence[str], legend: Sequence[tuple[str,
 
 def point_attributes(conn: sqlite3.Connection, image_ids: np.ndarray, model_id: int | None) -> dict[str, np.ndarray]:
     """What a map colours points by, aligned with image_ids: current label class id and the model's top
-    prediction (-1 for none), and its suspect score (0..1, NaN for none). model_id None: the newest model."""
+    prediction (-1 for none), and its suspect score (0..1, NaN for none). model_id None: the active model."""
     ids = np.asarray(image_ids, dtype=np.int64)
     pos = {int(i): k for k, i in enumerate(ids.tolist())}
     out = {"label": np.full(len(ids), -1, np.int64), "prediction": np.full(len(ids), -1, np.int64),
@@ -432,7 +432,9 @@ def point_attributes(conn: sqlite3.Connection, image_ids: np.ndarray, model_id: 
         if k is not None and class_id is not None:
             out["label"][k] = class_id
     if model_id is None:
-        model_id = conn.execute("SELECT MAX(id) FROM models WHERE method != 'tags'").fetchone()[0]
+        from artannot.store import repo
+
+        model_id = repo.active_model_id(conn)
     if model_id is None:
         return out
     for image_id, class_id in conn.execute(

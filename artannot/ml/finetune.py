@@ -248,7 +248,7 @@ def default_train_workers(runtime: Runtime, in_memory: bool) -> int:
 # -- the loop ----------------------------------------------------------------------------------------------
 
 
-def _dist() -> tuple[bool, int, int]:
+def dist_info() -> tuple[bool, int, int]:
     """(distributed?, rank, world size)."""
     if dist.is_available() and dist.is_initialized():
         return True, dist.get_rank(), dist.get_world_size()
@@ -312,7 +312,7 @@ def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tup
     stops after `patience` epochs without improvement. Raises Cancelled when `cancel` is set.
     """
     start = time.perf_counter()
-    distributed, rank, world = _dist()
+    distributed, rank, world = dist_info()
     if not train:
         raise ModelError("no readable training images")
     torch.manual_seed(cfg.seed)

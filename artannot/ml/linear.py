@@ -16,21 +16,44 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 from artannot.errors import Cancelled
 from artannot.ml.arrays import load_npz, save_npz
-from artannot.ml.classifiers import training_set
+from artannot.ml.classifiers import (
+    collapsed,
+    cv_splits,
+    fit_temperature,
+    fold_scores,
+    mean_nll,
+    one_blas_thread,
+    quick_sklearn,
+    training_set,
+)
 
 Progress = Callable[[int, int, str], None]
+
+
+def row_space(X: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (d x r) of the span of X's rows.
+
+    An L2-regularised logistic regression's weights lie in that span (representer theorem), so fitting it
+    on X @ basis (r <= number of images) gives exactly the same model as on the full d-dimensional
+    features, several times faster when there are fewer images than feature dimensions.
+    """
+    if X.shape[0] >= X.shape[1]:
+        return np.eye(X.shape[1])
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    keep = s > s.max() * 1e-10 if len(s) else s.astype(bool)
+    return vt[keep].T
 
 
 class LinearProbe:
     """Features -> class probabilities with an L2-regularised softmax regression; C chosen by CV accuracy."""
 
     def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), folds: int = 3, max_iter: int = 1000,
-                 random_state: int = 0):
+                 random_state: int = 0, repeats: int | None = None):
+        self.repeats = repeats
         self.Cs = tuple(Cs)
         self.folds = folds
         self.max_iter = max_iter
@@ -41,34 +64,65 @@ class LinearProbe:
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, progress: Progress | None = None,
             cancel: threading.Event | None = None) -> LinearProbe:
-        """Pick C by stratified k-fold accuracy, then refit on all data."""
-        y, self.classes_, folds, self.scaler_, Xs = training_set(X, y, self.folds)
+        """Pick C on the folds SVMClassifier uses (repeated stratified, leave-one-out when tiny), refit on all
+        data, and fold the temperature fitted on the out-of-fold logits into the weights (calibrated scores)."""
+        y, self.classes_, _, self.scaler_, Xs = training_set(X, y, self.folds)
+        y_idx = np.searchsorted(self.classes_, y)
+        splits = cv_splits(y, 5, self.repeats, seed=self.random_state)
         self.cv_results_: list[dict] = []
-        self.C_, self.cv_top1_ = 1.0, None
+        self.C_, self.cv_top1_, self.cv_std_, self.cv_folds_ = 1.0, None, None, []
+        self.oof_decision_, self.temperature_ = None, 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a near-separable probe stops at max_iter: fine
-            if folds >= 2:
-                cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
-                for n, C in enumerate(self.Cs):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("training cancelled")
-                    pred = cross_val_predict(self._make(C), Xs, y, cv=cv)
-                    self.cv_results_.append({"C": C, "cv_top1": float((pred == y).mean())})
-                    if progress is not None:
-                        progress(n + 1, len(self.Cs) + 1, "choosing the linear probe's C")
-                best = max(self.cv_results_, key=lambda r: (r["cv_top1"], -r["C"]))
-                self.C_, self.cv_top1_ = best["C"], best["cv_top1"]
+            if splits:
+                best = None
+                with one_blas_thread():  # many small fits: one BLAS thread is faster
+                    for n, C in enumerate(self.Cs):
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled("training cancelled")
+                        oofs = [self._oof(Xs, y, C, split) for split in splits]
+                        preds = [self.classes_[o.argmax(1)] for o in oofs]
+                        acc = float(np.mean([(p == y).mean() for p in preds]))
+                        t = fit_temperature(np.concatenate(oofs), np.tile(y_idx, len(oofs)))
+                        nll = mean_nll(t * oofs[0], y_idx)
+                        scores = [s for p, split in zip(preds, splits, strict=True) for s in fold_scores(p, y, [split])]
+                        why = collapsed(preds[0], y)
+                        self.cv_results_.append({"C": C, "cv_top1": acc, "cv_nll": nll, "cv_std": float(np.std(scores)),
+                                                 "collapsed": why})
+                        if why is None and (best is None or (acc, -nll) > best[0]):
+                            best = ((acc, -nll), C, acc, float(np.std(scores)), scores, oofs[0], t)
+                        if progress is not None:
+                            progress(n + 1, len(self.Cs) + 1, "choosing the linear probe's C")
+                if best is not None:
+                    _, self.C_, self.cv_top1_, self.cv_std_, self.cv_folds_, self.oof_decision_, self.temperature_ = best
             if cancel is not None and cancel.is_set():
                 raise Cancelled("training cancelled")
-            model = self._make(self.C_).fit(Xs, y)
-        coef, intercept = model.coef_, model.intercept_
+            basis = row_space(Xs)
+            model = self._make(self.C_).fit(Xs @ basis, y)
+        coef, intercept = model.coef_ @ basis.T, model.intercept_
         if len(self.classes_) == 2:  # sklearn keeps one row for two classes: the softmax of (-z/2, z/2) is the same
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-        self.coef_, self.intercept_ = coef, intercept
+        # calibrated: softmax(T * logits) is softmax of logits with T folded into the weights
+        self.coef_, self.intercept_ = coef * self.temperature_, intercept * self.temperature_
         if progress is not None:
             progress(len(self.Cs) + 1, len(self.Cs) + 1, "choosing the linear probe's C")
         return self
+
+    def _oof(self, Xs: np.ndarray, y: np.ndarray, C: float, split: list[tuple]) -> np.ndarray:
+        """Out-of-fold logits (rows of y, classes_ columns) of one pass over the folds."""
+        out = np.full((len(y), len(self.classes_)), -1e3)
+        for tr, te in split:
+            present = np.unique(y[tr])
+            if len(present) < 2:
+                continue
+            basis = row_space(Xs[tr])
+            with quick_sklearn():
+                model = self._make(C).fit(Xs[tr] @ basis, y[tr])
+                dec = model.decision_function(Xs[te] @ basis)
+            dec = np.stack([-dec / 2, dec / 2], 1) if dec.ndim == 1 else dec
+            out[np.ix_(te, np.searchsorted(self.classes_, present))] = dec
+        return out
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Class logits, N × classes."""
@@ -89,7 +143,8 @@ class LinearProbe:
 
     def params(self) -> dict:
         """The chosen C and the grid, for the models table."""
-        return {"C": self.C_, "cv_top1": self.cv_top1_, "grid": self.cv_results_}
+        return {"C": self.C_, "cv_top1": self.cv_top1_, "cv_std": self.cv_std_, "cv_folds": self.cv_folds_,
+                "temperature": self.temperature_, "grid": self.cv_results_}
 
     def save(self, path: str | Path) -> None:
         """Write the probe as a plain .npz (no pickle), atomically."""
@@ -106,5 +161,6 @@ class LinearProbe:
         self.scaler_.mean_, self.scaler_.scale_ = data["mean"], data["scale"]
         self.coef_, self.intercept_ = data["coef"], data["intercept"]
         self.C_ = float(data["C"])
-        self.cv_top1_ = None
+        self.cv_top1_ = self.cv_std_ = self.oof_decision_ = None
+        self.temperature_ = 1.0  # already folded into the stored weights
         return self

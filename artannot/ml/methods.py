@@ -27,7 +27,7 @@ from artannot.ml.backbones import load_backbone
 from artannot.ml.classifiers import SVMClassifier
 from artannot.ml.device import Runtime, select_runtime
 from artannot.ml.features import FeatureCache, extract_features
-from artannot.ml.finetune import FineTuneConfig, FitResult, _dist, fit
+from artannot.ml.finetune import FineTuneConfig, FitResult, dist_info, fit
 from artannot.ml.linear import LinearProbe
 from artannot.ml.networks import (
     DEFAULTS,
@@ -41,11 +41,12 @@ from artannot.ml.networks import (
 )
 from artannot.ml.suspects import out_of_fold_scores
 from artannot.ml.training import Outcome, TrainData, TrainResult, gather, labelled_xy, store_outcome
+from artannot.store.model_files import model_predictor
 
 Progress = Callable[[int, int, str], None]
 Images = list[tuple[int, str, str, int]]
 DEFAULT_EPOCHS = {"finetune": 8, "adaptive": 10, "frozen": 8, "double": 6}
-DEFAULT_BUDGET_S = 600.0
+DEFAULT_BUDGET_S = 120.0  # the one-click budget, beside the Train button and in the Train dialog
 
 
 @dataclass
@@ -156,7 +157,7 @@ def _make_classifier(kind: str, options: dict):
     raise ModelError(f"unknown classifier {kind!r}")
 
 
-def _classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.ndarray, ok: np.ndarray,
+def classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.ndarray, ok: np.ndarray,
                         features: dict, method: str, images: Images | None = None) -> Outcome:
     """Fit an SVM or linear probe on labelled features, save it, score every image."""
     X, y = labelled_xy(ctx.data, feats, ok, images)
@@ -170,11 +171,29 @@ def _classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.nd
               "summary": f"{chosen} on {on} {req.backbone} features",
               "predictor": {"kind": "classifier", "classifier": kind, "path": str(path), "features": features}}
     return Outcome(method, req.backbone, [int(c) for c in clf.classes_], clf.predict_proba(feats), ok, params,
-                   checkpoint=str(path), extra_metrics={"cv_top1": clf.cv_top1_},
+                   checkpoint=str(path), extra_metrics={"cv_top1": clf.cv_top1_, "estimate": cv_estimate(clf)},
                    oof_scores=out_of_fold_scores(ctx.data, clf, ok, images))
 
 
-def _features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarray, dict, TrainRequest]:
+def labelled_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.ndarray, ok: np.ndarray,
+                      features: dict, method: str, default: str = "all") -> Outcome:
+    """classifier_outcome on the label set the request names (option labels=all|curated)."""
+    labels = req.options.get("labels") or default
+    out = classifier_outcome(ctx, req, kind, feats, ok, features, method, ctx.data.label_rows(labels))
+    out.params["labels"] = labels
+    out.params["n_labels"] = {"human": len(ctx.data.curated()), "all": len(ctx.data.train)}
+    return out
+
+
+def cv_estimate(clf) -> dict | None:
+    """A fitted classifier's cross-validated top-1 with its per-fold spread, as stored in metrics["estimate"]."""
+    if getattr(clf, "cv_top1_", None) is None:
+        return None
+    return {"top1": float(clf.cv_top1_), "std": float(clf.cv_std_ or 0.0),
+            "folds": [round(float(f), 4) for f in getattr(clf, "cv_folds_", [])], "kind": "cv"}
+
+
+def features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarray, dict, TrainRequest]:
     """ImageNet features of the backbone, or (option from_model=ID) those of a stored fine-tuned network."""
     source = req.options.get("from_model")
     if source is None:
@@ -183,7 +202,7 @@ def _features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarr
     from artannot.store import repo
 
     row = repo.get_model(ctx.conn, int(source))
-    pred = json.loads(row["params"] or "{}").get("predictor", {}) if row is not None else {}
+    pred = model_predictor(ctx.cache_dir, row)[1] if row is not None else {}
     path = pred.get("path") if pred.get("kind") == "network" else pred.get("features", {}).get("network")
     if not path:
         raise ModelError(f"model {source} has no trained network whose features could be used")
@@ -203,15 +222,15 @@ def _features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarr
 @_register("svm")
 def method_svm(ctx: Context, req: TrainRequest) -> Outcome:
     """Lagunas & Garces "baseline + SVM": one-vs-rest SVM (kernel, C, gamma by CV) on ImageNet features."""
-    feats, ok, features, req = _features_for(ctx, req)
-    return _classifier_outcome(ctx, req, "svm", feats, ok, features, "svm")
+    feats, ok, features, req = features_for(ctx, req)
+    return labelled_outcome(ctx, req, "svm", feats, ok, features, "svm")
 
 
 @_register("linear")
 def method_linear(ctx: Context, req: TrainRequest) -> Outcome:
     """Sabatelli et al. "off the shelf": a logistic-regression probe on frozen ImageNet features."""
-    feats, ok, features, req = _features_for(ctx, req)
-    return _classifier_outcome(ctx, req, "linear", feats, ok, features, "linear")
+    feats, ok, features, req = features_for(ctx, req)
+    return labelled_outcome(ctx, req, "linear", feats, ok, features, "linear")
 
 
 # -- networks ----------------------------------------------------------------------------------------------
@@ -252,7 +271,7 @@ def _samples(images: Images, class_ids: list[int]) -> list[tuple[str, int]]:
     return [(path, index[c]) for _, path, _, c in images if c in index]
 
 
-def _fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Module, class_ids: list[int],
+def fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Module, class_ids: list[int],
                  fit_rows: Images, val_rows: Images, progress: Progress | None,
                  **overrides) -> tuple[FitResult, FineTuneConfig]:
     cfg = _config(req, recipe, **overrides)
@@ -267,7 +286,7 @@ def run_name(method: str, backbone: str) -> str:
     return f"{method}-{backbone}-{uuid.uuid4().hex[:12]}"
 
 
-def _network_outcome(ctx: Context, req: TrainRequest, method: str, model: torch.nn.Module, cfg: FineTuneConfig,
+def network_outcome(ctx: Context, req: TrainRequest, method: str, model: torch.nn.Module, cfg: FineTuneConfig,
                      result: FitResult, class_ids: list[int], extra: dict | None = None,
                      run: str | None = None) -> Outcome | None:
     """Save the network; predictions from its softmax, or (then_svm) from an SVM on its features.
@@ -275,7 +294,7 @@ def _network_outcome(ctx: Context, req: TrainRequest, method: str, model: torch.
     Its features are cached under the run's own name (never the backbone's), so they cannot mix with
     ImageNet features or another model's.
     """
-    if _dist()[1] != 0:
+    if dist_info()[1] != 0:
         return None  # one process stores the model
     run = run or run_name(method, req.backbone)
     ckpt = ctx.models_dir / f"{run}.pt"
@@ -301,11 +320,12 @@ def _score_network(ctx: Context, req: TrainRequest, method: str, model: torch.nn
         cache.close()
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "deadline"}
     network = {"recipe": method, "checkpoint": str(ckpt), "plan": result.plan, "epochs_run": len(result.curves),
-               "world_size": _dist()[2], "best_epoch": result.best_epoch, "stopped": result.stopped,
+               "world_size": dist_info()[2], "best_epoch": result.best_epoch, "stopped": result.stopped,
                "images_per_s": round(result.images_per_s, 2), "config": config, **(extra or {})}
-    if req.then_svm:
-        out = _classifier_outcome(ctx, req, "svm", feats, ok, {"network": str(ckpt), "key": run,
-                                                               "image_size": cfg.image_size}, method)
+    if req.then_svm:  # the network adapted on every label; the SVM on the curated ones when there are enough
+        out = labelled_outcome(ctx, req, "svm", feats, ok, {"network": str(ckpt), "key": run,
+                                                             "image_size": cfg.image_size}, method,
+                                default="curated" if ctx.data.has_curated() else "all")
         out.params.update(network=network, then_svm=True, summary=f"{method} {req.backbone} + {out.params['summary']}")
         out.checkpoint = str(ckpt)
     else:
@@ -321,8 +341,8 @@ def _network_method(ctx: Context, req: TrainRequest, recipe: str) -> Outcome | N
     class_ids = ctx.data.class_ids
     fit_rows, val_rows = split_validation(ctx.data, float(req.options.get("val_fraction", 0.15)))
     model = build_network(req.backbone, len(class_ids), weights_path=req.options.get("weights_path"))
-    result, cfg = _fit_network(ctx, req, recipe, model, class_ids, fit_rows, val_rows, ctx.progress)
-    return _network_outcome(ctx, req, req.method, model, cfg, result, class_ids,
+    result, cfg = fit_network(ctx, req, recipe, model, class_ids, fit_rows, val_rows, ctx.progress)
+    return network_outcome(ctx, req, req.method, model, cfg, result, class_ids,
                             {"n_fit": len(fit_rows), "n_val": len(val_rows)})
 
 
@@ -360,14 +380,14 @@ def method_double(ctx: Context, req: TrainRequest) -> Outcome | None:
     inter_ids = inter.class_ids
     fit_rows, val_rows = split_validation(inter, float(req.options.get("val_fraction", 0.15)))
     model = build_network(req.backbone, len(inter_ids), weights_path=req.options.get("weights_path"))
-    first, _ = _fit_network(ctx, req, "finetune", model, inter_ids, fit_rows, val_rows,
+    first, _ = fit_network(ctx, req, "finetune", model, inter_ids, fit_rows, val_rows,
                             ctx.staged("intermediate: "))
     ctx.check()
     class_ids = ctx.data.class_ids
     replace_head(model.cpu(), len(class_ids))
     fit_rows, val_rows = split_validation(ctx.data, float(req.options.get("val_fraction", 0.15)))
-    second, cfg = _fit_network(ctx, req, "finetune", model, class_ids, fit_rows, val_rows, ctx.progress)
-    return _network_outcome(ctx, req, "double", model, cfg, second, class_ids, {
+    second, cfg = fit_network(ctx, req, "finetune", model, class_ids, fit_rows, val_rows, ctx.progress)
+    return network_outcome(ctx, req, "double", model, cfg, second, class_ids, {
         "intermediate": str(Path(other).expanduser().resolve()), "intermediate_classes": len(inter_ids),
         "intermediate_images": len(inter.train), "intermediate_curves": first.curves,
         "intermediate_stopped": first.stopped})
@@ -444,14 +464,15 @@ def method_baseline(ctx: Context, req: TrainRequest) -> Outcome:
 
 def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, items: Sequence[tuple[str, str]],
                 runtime: Runtime, *, progress: Progress | None = None, cancel: threading.Event | None = None,
-                ) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """A stored model's (scores N×K, class ids, ok mask) for (path, sha256) items, cached features reused."""
+                within: tuple[int, ...] = ()) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A stored model's (scores N×K, class ids, ok mask) for (path, sha256) items, cached features reused.
+
+    `within`: the ensembles being scored that this model is a member of (a cycle among them is refused).
+    """
     from artannot.ml.baseline import mapped_scores
     from artannot.store import repo
 
-    params = json.loads(row["params"] or "{}")
-    pred = params.get("predictor") or {"kind": "classifier", "classifier": "svm", "path": row["checkpoint"],
-                                       "features": {"backbone": row["backbone"]}}  # models of the first version
+    pred = model_predictor(cache_dir, row)[1]  # its files, under this project's cache folder
     kind = pred["kind"]
     if kind == "tags":
         raise ModelError(f"model {row['id']} is a tag model: it scores tags (the Tags panel, `artannot tags`),"
@@ -462,11 +483,16 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
             from artannot.ml.ensemble import average_scores
 
             members = []
+            chain = (*within, int(row["id"]))
             for model_id in pred["members"]:
+                if model_id in chain:
+                    raise ModelError(f"ensemble model {row['id']} contains itself through model {model_id}"
+                                     f" ({' → '.join(map(str, (*chain, model_id)))}); train a new ensemble")
                 member = repo.get_model(conn, model_id)
                 if member is None:
                     raise ModelError(f"ensemble member model {model_id} no longer exists")
-                members.append(score_model(conn, cache_dir, member, items, runtime, progress=progress, cancel=cancel))
+                members.append(score_model(conn, cache_dir, member, items, runtime, progress=progress, cancel=cancel,
+                                           within=chain))
             return average_scores(members, pred.get("weights"))
         if kind == "baseline":
             feats, ok = extract_features(items, backbone=pred["backbone"], cache=cache, runtime=runtime,

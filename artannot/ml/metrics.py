@@ -88,3 +88,27 @@ def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray, names: Sequen
     defined = [v for v in per.values() if not np.isnan(v)]
     return {"map": float(np.mean(defined)) if defined else 0.0,
             "per_tag": {k: (None if np.isnan(v) else v) for k, v in per.items()}}
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error and the reliability diagram's bins of top-1 confidences.
+
+    ECE = sum over equal-width confidence bins of (share of images in the bin) x |accuracy - mean confidence|
+    (Guo et al. 2017): 0 when a "70 %" means right 70 % of the time.
+    """
+    conf = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    ok = np.asarray(correct, dtype=bool)
+    if len(conf) == 0:
+        return {"ece": None, "bins": [], "n": 0}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.minimum(np.searchsorted(edges, conf, side="right") - 1, bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if not m.any():
+            continue
+        acc, mean_conf = float(ok[m].mean()), float(conf[m].mean())
+        ece += m.mean() * abs(acc - mean_conf)
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": mean_conf, "accuracy": acc,
+                    "n": int(m.sum())})
+    return {"ece": float(ece), "bins": out, "n": int(len(conf))}

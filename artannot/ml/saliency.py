@@ -25,6 +25,7 @@ from torch import nn
 
 from artannot.errors import ModelError
 from artannot.ml.backbones import BackboneSpec, get_spec, imagenet_categories, load_backbone
+from artannot.store.model_files import model_predictor, project_cache_dir
 
 __all__ = [
     "COLORMAPS",
@@ -105,9 +106,7 @@ def model_source(conn: sqlite3.Connection, model_id: int | None, backbone: str =
     row = repo.get_model(conn, model_id)
     if row is None:
         raise ModelError(f"no model with id {model_id} in this project")
-    params = json.loads(row["params"] or "{}")
-    pred = params.get("predictor") or {"kind": "classifier", "classifier": "svm", "path": row["checkpoint"],
-                                       "features": {"backbone": row["backbone"]}}  # first-version models
+    params, pred = model_predictor(project_cache_dir(conn), row)  # its files, under this project's cache folder
     kind = pred.get("kind")
     label = f"model {model_id}: {params.get('summary') or row['method']}"
     classes = tuple(int(c) for c in json.loads(row["classes"] or "[]"))

@@ -1,10 +1,9 @@
 """Which labels are most likely wrong: confident learning on out-of-sample class probabilities.
 
-The scores follow Northcutt et al., "Confident Learning" (cleanlab): an image whose given label the
-model finds unlikely, measured by the normalized margin p[given] - max(p[other]), is a suspect; it is
-*flagged* when it confidently belongs to another class, i.e. some other class j reaches that class's own
-threshold t_j (the mean probability the model gives class j on the images labelled j) and is the most
-likely of the classes that do. Per-class thresholds keep a rare or hard class from drowning in flags.
+The scores follow Northcutt et al., "Confident Learning", through cleanlab itself: an image whose given
+label the model finds unlikely, measured by the normalized margin p[given] - max(p[other]), is a suspect;
+it is *flagged* when cleanlab's `find_label_issues` says so (per-class thresholds, the confident joint,
+pruning by noise rate, and never an image whose given label is the model's top guess).
 
 Probabilities must be out-of-sample to mean anything: for training images, the SVM's out-of-fold
 decision values (softmax(temperature * oof_decision_)); for images the model never trained on, the final
@@ -15,6 +14,7 @@ fine-tuned networks) is kept but marked not `reliable`: its label looks better t
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,20 +41,37 @@ class SuspectScores:
 
 
 def class_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean probability of class j over the images labelled j (1.0 for classes without images: never met)."""
+    """Mean probability of class j over the images labelled j (above 1 for classes without images: never met)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     k = probs.shape[1]
     sums = np.bincount(labels, weights=probs[np.arange(len(labels)), labels], minlength=k)
     counts = np.bincount(labels, minlength=k)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+
+
+def _label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """cleanlab's find_label_issues (confident learning, prune by noise rate) on the classes present."""
+    from cleanlab.filter import find_label_issues
+
+    present = np.unique(labels)
+    if len(present) < 2 or len(labels) < 2 * len(present):
+        return np.zeros(len(labels), bool)
+    sub = probs[:, present]
+    sub = sub / np.maximum(sub.sum(1, keepdims=True), 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(find_label_issues(np.searchsorted(present, labels), sub, n_jobs=1), bool)
 
 
 def score_labels(probs: np.ndarray, labels: np.ndarray, *, reliable: np.ndarray | None = None,
                  thresholds: np.ndarray | None = None) -> SuspectScores:
-    """Score each (probability row, given label column) pair; thresholds come from the reliable rows.
+    """Score each (probability row, given label column) pair: cleanlab flags, normalized-margin ranking.
 
-    probs: N x K rows that sum to one; labels: N column indices into probs.
+    probs: N x K rows that sum to one; labels: N column indices into probs. Only `reliable` rows (scored
+    out of sample) can be flagged; cleanlab's find_label_issues decides which, so an image whose given
+    label is the model's top guess is never flagged. `thresholds` (per-class mean self-confidence) are
+    reported for the record.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -65,18 +82,19 @@ def score_labels(probs: np.ndarray, labels: np.ndarray, *, reliable: np.ndarray 
     if labels.shape != (n,) or labels.min() < 0 or labels.max() >= k:
         raise ValueError("labels must be one column index of probs per row")
     rows = np.arange(n)
+    use = np.ones(n, bool) if reliable is None else np.asarray(reliable, bool)
     if thresholds is None:
-        use = np.ones(n, bool) if reliable is None or not np.any(reliable) else np.asarray(reliable, bool)
-        thresholds = class_thresholds(probs[use], labels[use])
+        thresholds = class_thresholds(probs[use], labels[use]) if use.any() else np.full(k, np.inf)
     self_conf = probs[rows, labels]
     others = probs.copy()
     others[rows, labels] = -np.inf
     suggested = others.argmax(1)
     margin = self_conf - others[rows, suggested]
-    score = np.clip(0.5 * (1.0 - margin), 0.0, 1.0)
-    confident = np.where(probs >= thresholds[None, :] - 1e-12, probs, -np.inf)
-    best = confident.argmax(1)
-    flagged = np.isfinite(confident[rows, best]) & (best != labels)
+    score = np.clip(0.5 * (1.0 - margin), 0.0, 1.0)  # 1 - cleanlab's normalized margin
+    flagged = np.zeros(n, bool)
+    if use.any():
+        flagged[use] = _label_issues(probs[use], labels[use])
+    flagged &= probs.argmax(1) != labels
     order = np.lexsort((rows, -score, ~flagged))  # flagged first, then by score, ties by input order
     return SuspectScores(score, self_conf, suggested, flagged, np.asarray(thresholds, float), order)
 

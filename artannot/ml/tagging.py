@@ -22,10 +22,11 @@ import numpy as np
 from artannot.errors import Cancelled, ModelError
 from artannot.ml.device import select_runtime
 from artannot.ml.multilabel import TagHead, evaluate_tags
-from artannot.ml.training import TrainData, TrainResult, _jsonable
+from artannot.ml.training import TrainData, TrainResult, jsonable
 from artannot.store import repo
 from artannot.store import tags as tag_store
 from artannot.store.db import write
+from artannot.store.model_files import project_cache_dir, relative_model_file, relative_params
 
 MIN_POSITIVES = 2  # a tag needs this many tagged training images (and one untagged) to be learned
 STORE_MIN_SCORE = 0.01  # smaller probabilities are not stored (they rank last; mAP treats them as 0)
@@ -47,7 +48,7 @@ def tag_matrix(images: dict[int, set[int]], row_of: dict[int, int], ok: np.ndarr
 def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = "auto", progress=None,
                cancel: threading.Event | None = None) -> TrainResult:
     """Train, evaluate and store a tag model; progress and cancel as for every method."""
-    from artannot.ml.methods import Context, _features_for
+    from artannot.ml.methods import Context, features_for
 
     started = time.perf_counter()
     names = tag_store.tag_names(conn)
@@ -63,7 +64,7 @@ def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = 
     everything = repo.all_images(conn)
     data = TrainData(train=[], val=[], everything=everything, test={}, names={})
     ctx = Context(conn, Path(cache_dir), data, select_runtime(device), progress, cancel)
-    feats, ok, features, req = _features_for(ctx, req)
+    feats, ok, features, req = features_for(ctx, req)
     ctx.check()
     row_of = {image_id: k for k, (image_id, _, _) in enumerate(everything)}
     rows, Y = tag_matrix(train, row_of, ok, tag_ids)
@@ -100,16 +101,18 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
               "n_train": n_train, "skipped_tags": skipped,
               "summary": f"{len(tags)} tags, sigmoid head (BCE) on {on} {req.backbone} features",
               "predictor": {"kind": "tags", "path": str(path), "features": features}}
-    params = json.loads(json.dumps(params, default=_jsonable))
-    metrics = json.loads(json.dumps(metrics, default=_jsonable))
+    cache_dir = project_cache_dir(conn)  # model files are stored relative to it: the project can move
+    params = json.loads(json.dumps(params, default=jsonable))
+    stored = relative_params(cache_dir, params)  # the caller keeps the absolute paths in TrainResult.params
+    metrics = json.loads(json.dumps(metrics, default=jsonable))
     rows = [(int(everything[r][0]), tag_ids[k], float(scores[r, k]))
             for r in np.flatnonzero(ok) for k in np.flatnonzero(scores[r])]
     if progress is not None:
         progress(1, 1, "saving tag predictions")
     with write(conn):  # the model appears with all its predictions, or not at all
-        model_id = repo.add_model(conn, backbone=req.backbone, method="tags", classes=tag_ids, params=params)
+        model_id = repo.add_model(conn, backbone=req.backbone, method="tags", classes=tag_ids, params=stored)
         tag_store.write_tag_predictions(conn, model_id, rows)
-        repo.update_model(conn, model_id, metrics=metrics, checkpoint=str(path))
+        repo.update_model(conn, model_id, metrics=metrics, checkpoint=relative_model_file(cache_dir, path))
     return TrainResult(model_id, metrics, params, metrics["seconds"], "tags")
 
 

@@ -24,6 +24,12 @@ from artannot.ml.suspects import store_suspects
 from artannot.store import repo
 from artannot.store.db import write
 from artannot.store.labels import TRAINABLE_SOURCES
+from artannot.store.model_files import (
+    project_cache_dir,
+    relative_model_file,
+    relative_params,
+    resolve_model_file,
+)
 
 Progress = Callable[[int, int, str], None]
 TOP_K = 5
@@ -49,6 +55,32 @@ class TrainData:
     everything: list[tuple[int, str, str]]  # (image id, path, sha256)
     test: dict[int, int]  # image id -> class id
     names: dict[int, str]
+    human: frozenset[int] = frozenset()  # images whose current label a curator set or confirmed
+
+    MIN_CURATED = 2  # human-labelled train images per class (in two classes at least) for curated training
+
+    def curated(self) -> list[tuple[int, str, str, int]]:
+        """The train images whose label is human-confirmed."""
+        return [row for row in self.train if row[0] in self.human]
+
+    def has_curated(self) -> bool:
+        """Enough human-confirmed train labels to fit a classifier on them alone."""
+        counts: dict[int, int] = {}
+        for *_, c in self.curated():
+            counts[c] = counts.get(c, 0) + 1
+        return sum(n >= self.MIN_CURATED for n in counts.values()) >= 2 and len(self.curated()) < len(self.train)
+
+    def label_rows(self, labels: str) -> list[tuple[int, str, str, int]]:
+        """The train rows a stage uses: 'all' trainable labels, or only the 'curated' (human) ones."""
+        if labels == "all":
+            return self.train
+        if labels == "curated":
+            rows = self.curated()
+            if len({c for *_, c in rows}) < 2:
+                raise ModelError(f"--labels curated needs human-confirmed labels of two classes or more in the"
+                                 f" train split; there are {len(rows)} (accept or set labels first)")
+            return rows
+        raise ModelError(f"--labels takes all or curated, not {labels!r}")
 
     @property
     def items(self) -> list[tuple[str, str]]:
@@ -77,6 +109,8 @@ def gather(conn: sqlite3.Connection) -> TrainData:
         everything=repo.all_images(conn),
         test={i: c for i, _, _, c in repo.labelled_images(conn, "test", TRAINABLE_SOURCES)},
         names=repo.class_names(conn),
+        human=frozenset(r[0] for r in conn.execute(
+            "SELECT image_id FROM labels WHERE active = 1 AND source = 'human' AND class_id IS NOT NULL")),
     )
 
 
@@ -127,26 +161,73 @@ def store_outcome(conn: sqlite3.Connection, data: TrainData, outcome: Outcome, *
     """Evaluate on the test split and write model + predictions + metrics in one transaction."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("training cancelled")
+    check_not_collapsed(data, outcome)
     ranked, rows = ranked_rows(data.everything, outcome.scores, outcome.ok, outcome.class_ids)
-    metrics = evaluate_ranked(data.test, ranked, outcome.class_ids, data.names) if data.test else {}
+    truth = evaluation_truth(data)
+    metrics = evaluate_ranked(truth, ranked, outcome.class_ids, data.names) if truth else {}
+    if truth:
+        metrics["calibration"] = calibration_on_test(data, outcome, truth)
+        metrics["test_labels"] = "human" if len(truth) < len(data.test) else "all"
     seconds = time.perf_counter() - started
     metrics.update(outcome.extra_metrics, seconds=seconds)
     if outcome.curves:
         metrics["curves"] = outcome.curves
-    params = json.loads(json.dumps(outcome.params, default=_jsonable))  # fail here, not inside the transaction
+    params = json.loads(json.dumps(outcome.params, default=jsonable))  # fail here, not inside the transaction
+    cache_dir = project_cache_dir(conn)  # model files are stored relative to it: the project can move
+    stored = relative_params(cache_dir, params)  # the caller keeps the absolute paths in TrainResult.params
+    checkpoint = relative_model_file(cache_dir, outcome.checkpoint)
     if progress is not None:
         progress(1, 1, "saving predictions")
     with write(conn):  # the model appears complete, with its predictions, or not at all
         model_id = repo.add_model(conn, backbone=outcome.backbone, method=outcome.method,
-                                  classes=outcome.class_ids, params=params)
+                                  classes=outcome.class_ids, params=stored)
         repo.write_predictions(conn, model_id, rows)
-        fields = {"metrics": metrics} | ({"checkpoint": outcome.checkpoint} if outcome.checkpoint else {})
+        fields = {"metrics": metrics} | ({"checkpoint": checkpoint} if checkpoint else {})
         repo.update_model(conn, model_id, **fields)
         store_suspects(conn, model_id, data, outcome)  # labels most likely wrong, by this model
     return TrainResult(model_id, metrics, params, seconds, outcome.method)
 
 
-def _jsonable(value):
+def check_not_collapsed(data: TrainData, outcome: Outcome) -> None:
+    """Refuse to store a model that answers one class for (almost) every image: it learned the prior."""
+    from artannot.ml.classifiers import collapsed
+
+    if outcome.method == "tags" or outcome.scores.ndim != 2 or len(outcome.class_ids) < 2:
+        return
+    given = np.array([c for *_, c in data.train])
+    pred = np.asarray(outcome.class_ids)[outcome.scores[outcome.ok].argmax(1)]
+    why = collapsed(pred, given)
+    if why is not None:
+        raise ModelError(f"the {outcome.method} model was not stored: {why}; label more images of the other"
+                         " classes, or try another method")
+
+
+MIN_HUMAN_TEST = 20
+
+
+def evaluation_truth(data: TrainData) -> dict[int, int]:
+    """The test labels a model is judged on: the human-confirmed ones when there are MIN_HUMAN_TEST of them."""
+    human = {i: c for i, c in data.test.items() if i in data.human}
+    return human if len(human) >= MIN_HUMAN_TEST else data.test
+
+
+def calibration_on_test(data: TrainData, outcome: Outcome, truth: dict[int, int]) -> dict:
+    """ECE and reliability bins of the top-1 scores on the labelled test images."""
+    from artannot.ml.metrics import calibration
+
+    col = {c: j for j, c in enumerate(outcome.class_ids)}
+    conf, correct = [], []
+    for r, (image_id, _, _) in enumerate(data.everything):
+        given = truth.get(image_id)
+        if given is None or not outcome.ok[r]:
+            continue
+        j = int(np.argmax(outcome.scores[r]))
+        conf.append(float(outcome.scores[r, j]))
+        correct.append(col.get(given) == j)
+    return calibration(np.array(conf), np.array(correct))
+
+
+def jsonable(value):
     """numpy scalars and arrays, and paths, as JSON values."""
     if isinstance(value, np.generic):
         return value.item()
@@ -159,7 +240,11 @@ def _jsonable(value):
 
 def list_models(conn: sqlite3.Connection) -> list[dict]:
     """Every stored model with its headline numbers, oldest first (the `models` command's table)."""
+    from artannot.store.models import active_model_id
+
+    active = active_model_id(conn)
     out = []
+    cache_dir = project_cache_dir(conn)
     for r in conn.execute("SELECT id, backbone, method, params, metrics, checkpoint, created_at FROM models"
                           " ORDER BY id"):
         params, metrics = json.loads(r["params"] or "{}"), json.loads(r["metrics"] or "{}")
@@ -167,8 +252,12 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
             "id": r["id"], "method": r["method"], "backbone": r["backbone"], "created_at": r["created_at"],
             "chosen": params.get("chosen"), "summary": params.get("summary", ""),
             "top1": metrics.get("top1"), "top5": metrics.get("top5"), "macro_f1": metrics.get("macro_f1"),
-            "map": metrics.get("map"),
+            "map": metrics.get("map"), "estimate": (metrics.get("estimate") or {}).get("top1"),
+            "estimate_std": (metrics.get("estimate") or {}).get("std"),
+            "estimate_kind": (metrics.get("estimate") or {}).get("kind"),
+            "ece": (metrics.get("calibration") or {}).get("ece"),
             "n": metrics.get("n"), "seconds": metrics.get("seconds"), "epochs": len(metrics.get("curves", [])),
-            "checkpoint": r["checkpoint"],
+            "checkpoint": str(resolve_model_file(cache_dir, r["checkpoint"])) if r["checkpoint"] else None,
+            "active": r["id"] == active,
         })
     return out

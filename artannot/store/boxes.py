@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from artannot.errors import ArtAnnotError
 from artannot.store.db import now, write
-from artannot.store.labels import SOURCES, _new_event
+from artannot.store.labels import SOURCES, new_event
 
 _KEEP = object()
 
@@ -104,7 +104,7 @@ def add_boxes(
             width, height, path = sizes[image_id]
             rows.append((image_id, class_id, *clip_box(x, y, w, h, width, height, f"box on {path}")))
         if event_id is None:
-            event_id = _new_event(conn, "box", source, description)
+            event_id = new_event(conn, "box", source, description)
         stamp = now()
         conn.executemany(
             "INSERT INTO boxes(image_id, class_id, x, y, w, h, source, event_id, replaces_id, active,"
@@ -146,7 +146,7 @@ def update_box(
         if new_class == old["class_id"] and geometry == (old["x"], old["y"], old["w"], old["h"]) \
                 and source == old["source"]:
             return None
-        event_id = _new_event(conn, "box", source, description or f"edit box on {os.path.basename(path)}")
+        event_id = new_event(conn, "box", source, description or f"edit box on {os.path.basename(path)}")
         conn.execute("UPDATE boxes SET active = 0 WHERE id = ?", (box_id,))
         conn.execute(
             "INSERT INTO boxes(image_id, class_id, x, y, w, h, source, event_id, replaces_id, active,"
@@ -173,7 +173,7 @@ def delete_boxes(
         olds = [_active(conn, i) for i in ids]
         if event_id is None:
             n = len(ids)
-            event_id = _new_event(conn, "box", source, description or f"delete {n} box{'es' if n != 1 else ''}")
+            event_id = new_event(conn, "box", source, description or f"delete {n} box{'es' if n != 1 else ''}")
         stamp = now()
         conn.executemany("UPDATE boxes SET active = 0 WHERE id = ?", [(i,) for i in ids])
         conn.executemany(

@@ -17,9 +17,9 @@ import sqlite3
 from artannot.errors import ArtAnnotError
 from artannot.store import boxes as box_store
 from artannot.store.db import now, write
-from artannot.store.labels import LabelChange, _new_event, apply_labels
+from artannot.store.labels import LabelChange, apply_labels, new_event
 from artannot.store.queries import class_counts
-from artannot.store.repo import ClassInfo, ensure_classes
+from artannot.store.repo import ClassInfo, check_class_length, ensure_classes
 
 HOTKEY = re.compile(r"^([0-9a-z]|F([1-9]|1[0-2]))$")  # a digit, a lower-case letter or F1..F12
 
@@ -50,7 +50,7 @@ def _clean_name(name: str) -> str:
     name = " ".join(str(name).split())
     if not name:
         raise ArtAnnotError("a class needs a name")
-    return name
+    return check_class_length(name)
 
 
 def rename_class(conn: sqlite3.Connection, class_id: int, name: str) -> int | None:
@@ -64,7 +64,7 @@ def rename_class(conn: sqlite3.Connection, class_id: int, name: str) -> int | No
         if other is not None and other["id"] != class_id:
             hint = "pick another name" if other["deleted_at"] else f"merge '{row['name']}' into '{name}' instead"
             raise ArtAnnotError(f"a class named '{name}' already exists: {hint}")
-        event_id = _new_event(conn, "class", "human", f"rename class '{row['name']}' to '{name}'")
+        event_id = new_event(conn, "class", "human", f"rename class '{row['name']}' to '{name}'")
         _edit(conn, event_id, class_id, "name", row["name"], name)
     return event_id
 
@@ -81,7 +81,7 @@ def set_hotkey(conn: sqlite3.Connection, class_id: int, key: str | None) -> int 
         if row["hotkey"] == key:
             return None
         what = f"key {key} for '{row['name']}'" if key else f"remove the key of '{row['name']}'"
-        event_id = _new_event(conn, "class", "human", what)
+        event_id = new_event(conn, "class", "human", what)
         if key is not None:
             for other in conn.execute("SELECT id FROM classes WHERE hotkey = ? AND id != ?", (key, class_id)):
                 _edit(conn, event_id, other["id"], "hotkey", key, None)
@@ -123,7 +123,7 @@ def merge_classes(conn: sqlite3.Connection, source_id: int, target_id: int) -> t
     with write(conn):
         source, target = _row(conn, source_id), _row(conn, target_id)
         what = f"merge class '{source['name']}' into '{target['name']}'"
-        event_id = _new_event(conn, "class", "human", what)
+        event_id = new_event(conn, "class", "human", what)
         n = _move_images(conn, event_id, source_id, target_id, what)
         _retire(conn, event_id, source)
     return event_id, n
@@ -137,7 +137,7 @@ def delete_class(conn: sqlite3.Connection, class_id: int) -> tuple[int, int]:
     with write(conn):
         row = _row(conn, class_id)
         what = f"delete class '{row['name']}'"
-        event_id = _new_event(conn, "class", "human", what)
+        event_id = new_event(conn, "class", "human", what)
         n = _move_images(conn, event_id, class_id, None, what)
         _retire(conn, event_id, row)
     return event_id, n
@@ -150,7 +150,7 @@ def add_class(conn: sqlite3.Connection, name: str) -> int:
         row = conn.execute("SELECT * FROM classes WHERE name = ?", (name,)).fetchone()
         if row is not None:
             if row["deleted_at"] is not None:
-                event_id = _new_event(conn, "class", "human", f"restore class '{name}'")
+                event_id = new_event(conn, "class", "human", f"restore class '{name}'")
                 _edit(conn, event_id, row["id"], "deleted_at", row["deleted_at"], None)
             return int(row["id"])
         class_id = ensure_classes(conn, [name])[name]

@@ -34,7 +34,7 @@ class Event:
     n_changes: int
 
 
-def _new_event(conn: sqlite3.Connection, kind: str, source: str, description: str) -> int:
+def new_event(conn: sqlite3.Connection, kind: str, source: str, description: str) -> int:
     """Record a new edit; it drops the redo stack like any editor does."""
     conn.execute("UPDATE events SET state = 'dropped' WHERE state = 'undone'")
     cur = conn.execute(
@@ -80,7 +80,7 @@ def apply_labels(
         if not todo:
             return None
         if event_id is None:
-            event_id = _new_event(conn, "label", todo[0][0].source, description)
+            event_id = new_event(conn, "label", todo[0][0].source, description)
         stamp = now()
         old_ids = [cur["id"] for _, cur in todo if cur is not None]
         conn.executemany("UPDATE labels SET active = 0 WHERE id = ?", [(i,) for i in old_ids])

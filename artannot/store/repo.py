@@ -9,9 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from artannot.errors import ArtAnnotError
 from artannot.store.db import now, write
 
 # A qualitative palette that stays readable on white and dark backgrounds (Tableau 10 + 10 more).
+MAX_CLASS_LENGTH = 100  # characters; longer names are refused (tags: 64, store/tags.py)
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
     "#bab0ac", "#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#98df8a", "#d62728", "#9467bd", "#8c564b",
@@ -58,6 +60,15 @@ def ensure_source(conn: sqlite3.Connection, root: Path) -> int:
         return conn.execute("SELECT id FROM sources WHERE path = ?", (str(root),)).fetchone()[0]
 
 
+def check_class_length(name: str) -> str:
+    """A class name no longer than MAX_CLASS_LENGTH characters, or one line saying it is too long."""
+    if len(name) > MAX_CLASS_LENGTH:
+        shown = "".join(c if c.isprintable() else "?" for c in name[:20])
+        raise ArtAnnotError(f"class name '{shown}…' is {len(name):,} characters long; a class name has at most"
+                            f" {MAX_CLASS_LENGTH}")
+    return name
+
+
 def ensure_classes(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, int]:
     """Ids of these classes, creating missing ones with the next colour and hotkey."""
     out: dict[str, int] = {}
@@ -65,6 +76,7 @@ def ensure_classes(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, 
         for name in names:
             row = conn.execute("SELECT id FROM classes WHERE name = ?", (name,)).fetchone()
             if row is None:
+                check_class_length(name)
                 n = conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0]
                 hotkey = str(n + 1) if n < 9 else None
                 cur = conn.execute(
@@ -100,16 +112,17 @@ def image_path(conn: sqlite3.Connection, image_id: int) -> Path:
     return Path(row[0]) / os.fsdecode(row[1])
 
 
-def latest_model_id(conn: sqlite3.Connection) -> int | None:
-    """The most recently trained class model, whose predictions the grid shows (tag models are apart)."""
-    row = conn.execute("SELECT MAX(id) FROM models WHERE method != 'tags'").fetchone()
-    return row[0]
+def active_model_id(conn: sqlite3.Connection) -> int | None:
+    """The active class model, whose predictions the grid shows (store/models.py; tag models are apart)."""
+    from artannot.store.models import active_model_id as active
+
+    return active(conn)
 
 
 def list_images(conn: sqlite3.Connection, model_id: int | None = None) -> list[ImageRow]:
     """Every image with its current label and the model's top-1 prediction, in import order."""
     if model_id is None:
-        model_id = latest_model_id(conn)
+        model_id = active_model_id(conn)
     rows = conn.execute(
         "SELECT i.id, s.path AS root, i.path, i.sha256, i.width, i.height, i.split,"
         " l.class_id, l.source, p.class_id AS pred, p.score"
@@ -195,12 +208,12 @@ def write_predictions(
 
 
 def top_predictions(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float]]:
-    """The model's ranked (class name, score) for one image."""
+    """The model's ranked (class name, score) for one image; classes deleted since it was trained are left out."""
     return [
         (r[0], r[1])
         for r in conn.execute(
             "SELECT c.name, p.score FROM predictions p JOIN classes c ON c.id = p.class_id"
-            " WHERE p.model_id = ? AND p.image_id = ? ORDER BY p.rank",
+            " WHERE p.model_id = ? AND p.image_id = ? AND c.deleted_at IS NULL ORDER BY p.rank",
             (model_id, image_id),
         )
     ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from artannot.errors import ArtAnnotError
 from artannot.store.db import now, write
-from artannot.store.labels import SOURCES, TRAINABLE_SOURCES, _new_event
+from artannot.store.labels import SOURCES, TRAINABLE_SOURCES, new_event
 
 MAX_TAG_LENGTH = 64
 
@@ -126,7 +126,7 @@ def apply_tags(conn: sqlite3.Connection, changes: Iterable[TagChange], *, descri
         if not todo:
             return None
         if event_id is None:
-            event_id = _new_event(conn, "tag", todo[0][0].source, description)
+            event_id = new_event(conn, "tag", todo[0][0].source, description)
         conn.executemany("UPDATE image_tags SET active = 0 WHERE id = ?",
                          [(cur["id"],) for _, cur in todo if cur is not None])
         stamp = now()
@@ -175,7 +175,7 @@ def rename_tag(conn: sqlite3.Connection, old: str, new: str) -> int | None:
         if name == new:
             return None
         with write(conn):
-            event_id = _new_event(conn, "tag", "human", f"rename tag {name} to {new}")
+            event_id = new_event(conn, "tag", "human", f"rename tag {name} to {new}")
             conn.execute("INSERT INTO tag_edits(event_id, tag_id, old_name, new_name) VALUES (?, ?, ?, ?)",
                          (event_id, tag_id, name, new))
             conn.execute("UPDATE tags SET name = ? WHERE id = ?", (new, tag_id))
