@@ -40,7 +40,7 @@ def project(demo_project):
 
 
 def reference(p: Project, keep) -> list[int]:
-    rows = queries.fetch_rows(p.conn, queries.all_ids(p.conn), p.latest_model_id())
+    rows = queries.fetch_rows(p.conn, queries.all_ids(p.conn), p.active_model_id())
     return [i for i, r in sorted(rows.items()) if keep(r)]
 
 
@@ -50,14 +50,15 @@ def plan(p: Project, q: ImageQuery) -> str:
 
 
 def test_filters_match_a_python_filter(project):
-    p, m = project, project.latest_model_id()
+    p, m = project, project.active_model_id()
     c0 = p.classes()[0].id
     cases = [
         (ImageQuery(class_ids=(c0,)), lambda r: r.class_id == c0),
         (ImageQuery(unlabelled=True), lambda r: r.class_id is None),
         (ImageQuery(class_ids=(c0,), unlabelled=True), lambda r: r.class_id in (c0, None)),
         (ImageQuery(sources=("human",)), lambda r: r.label_source == "human" and r.class_id is not None),
-        (ImageQuery(sources=("rule",), splits=("test",)), lambda r: r.label_source == "rule" and r.split == "test"),
+        (ImageQuery(sources=("folder",), splits=("test",)), lambda r: r.label_source == "folder" and r.split == "test"),
+        (ImageQuery(sources=("rule",)), lambda r: r.label_source == "rule"),
         (ImageQuery(disagree=True, model_id=m), lambda r: r.disagrees),
         (ImageQuery(flagged=True, model_id=m), lambda r: r.flagged),
         (ImageQuery(min_suspect=0.6, model_id=m), lambda r: r.suspect is not None and r.suspect >= 0.6),
@@ -71,7 +72,7 @@ def test_filters_match_a_python_filter(project):
 
 
 def test_sorts(project):
-    p, m = project, project.latest_model_id()
+    p, m = project, project.active_model_id()
     rows = queries.fetch_rows(p.conn, queries.all_ids(p.conn), m)
     by_conf = [rows[i].pred_score for i in queries.image_ids(p.conn, ImageQuery(sort="confidence", model_id=m))]
     assert by_conf == sorted(by_conf, reverse=True)
@@ -98,7 +99,7 @@ def test_search_uses_the_trigram_index_and_agrees_with_like(project):
 
 
 def test_queries_are_driven_by_indexes(project):
-    p, m = project, project.latest_model_id()
+    p, m = project, project.active_model_id()
     c0 = p.classes()[0].id
     assert "labels_active_class" in plan(p, ImageQuery(class_ids=(c0,)))
     assert "suspects_rank" in plan(p, ImageQuery(flagged=True, sort="suspect", model_id=m))
@@ -111,7 +112,7 @@ def test_queries_are_driven_by_indexes(project):
 
 
 def test_rows_boxes_and_top_classes(project):
-    p, m = project, project.latest_model_id()
+    p, m = project, project.active_model_id()
     ids = queries.all_ids(p.conn)[:5].tolist()
     box_store.add_boxes(p.conn, [(ids[0], None, 1, 2, 3, 4), (ids[0], None, 5, 5, 5, 5)])
     rows = queries.fetch_rows(p.conn, ids, m)

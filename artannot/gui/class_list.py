@@ -63,7 +63,10 @@ class ClassList(QWidget):
             "<b>Keys</b>: a class's key labels the selected images, 0 or Delete clears, Space accepts the"
             " model's guess, Ctrl+Z undoes, <b>?</b> lists every key.<br>"
             "<b>Marks</b>: <span style='background:#2e7d32;color:white'>&nbsp;H&nbsp;</span> set by you, "
-            "<span style='background:#546e7a;color:white'>&nbsp;R&nbsp;</span> from a naming rule; "
+            "<span style='background:#1565c0;color:white'>&nbsp;F&nbsp;</span> from the folder name, "
+            "<span style='background:#546e7a;color:white'>&nbsp;R&nbsp;</span> from a file-name rule, "
+            "<span style='background:#6d4c41;color:white'>&nbsp;I&nbsp;</span> imported, "
+            "<span style='background:#6a1b9a;color:white'>&nbsp;M&nbsp;</span> the model's guess; "
             "a <span style='color:#d32f2f'><b>red frame</b></span> means the model disagrees with the label,"
             " an <span style='background:#ef6c00;color:white'>&nbsp;suspect&nbsp;</span> tag that the label is"
             " probably wrong.")

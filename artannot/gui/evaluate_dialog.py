@@ -40,10 +40,63 @@ class _NumberItem(QTableWidgetItem):
         return (self.data(Qt.ItemDataRole.UserRole) or 0) < (other.data(Qt.ItemDataRole.UserRole) or 0)
 
 
+class ReliabilityPlot(QWidget):
+    """Accuracy per top-1 confidence bin against the diagonal (a calibrated model's bars touch it), with the
+    expected calibration error in the title; from a model's metrics["calibration"]."""
+
+    def __init__(self, calibration: dict | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        import pyqtgraph as pg  # here, so opening the window does not import pyqtgraph
+
+        self.bars: list = []  # one BarGraphItem per non-empty confidence bin
+        self.label = QLabel("")
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.label.setWordWrap(True)
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setMinimumSize(260, 220)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        for side, text in (("bottom", "confidence of the top guess"), ("left", "accuracy")):
+            axis = self.plot.getAxis(side)
+            axis.setLabel(text, color="#37474f")
+            axis.setTextPen("#37474f")
+            axis.setPen("#90a4ae")
+        self.plot.setXRange(0, 1, padding=0.02)
+        self.plot.setYRange(0, 1, padding=0.02)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addWidget(self.plot, 1)
+        bins = (calibration or {}).get("bins") or []
+        ece = (calibration or {}).get("ece")
+        if not bins or ece is None:
+            self.label.setText("<b>Reliability</b><br><span style='color:#546e7a'>This model has no calibration"
+                               " data: it was trained before calibration was measured, or no labelled test images"
+                               " had predictions. Train again to see it.</span>")
+            self.plot.hide()
+            return
+        n = sum(int(b.get("n", 0)) for b in bins) or 1
+        self.plot.setTitle(f"Reliability — ECE {ece * 100:.1f}%", color="#263238", size="11pt")
+        self.label.setText(f"<b>Reliability</b> · ECE <b>{ece * 100:.1f}%</b> <span style='color:#546e7a'>"
+                           f"(0 when a 70% guess is right 70% of the time; {n} test images)</span>")
+        self.plot.plot([0, 1], [0, 1], pen=pg.mkPen("#90a4ae", width=1.5, style=Qt.PenStyle.DashLine))
+        for b in bins:
+            lo, hi, acc, conf = float(b["lo"]), float(b["hi"]), float(b["accuracy"]), float(b["confidence"])
+            over = conf > acc  # over-confident bins are red, under-confident blue
+            bar = pg.BarGraphItem(x0=[lo + 0.005], width=[hi - lo - 0.01], height=[acc], y0=[0],
+                                  brush="#e57373" if over else "#64b5f6", pen=pg.mkPen("#455a64", width=0.8))
+            bar.setToolTip(f"{lo:.0%}–{hi:.0%}: {b.get('n', 0)} images, accuracy {acc:.0%},"
+                           f" mean confidence {conf:.0%}")
+            self.plot.addItem(bar)
+            self.bars.append(bar)
+        self.plot.plot([float(b["confidence"]) for b in bins], [float(b["accuracy"]) for b in bins], pen=None,
+                       symbol="o", symbolSize=6, symbolBrush="#263238", symbolPen=None)
+
+
 class EvaluateDialog(QDialog):
     """A model's test-split scores, in the CLI's `evaluate --json` shape."""
 
-    def __init__(self, result: dict, parent: QWidget | None = None):
+    def __init__(self, result: dict, parent: QWidget | None = None, calibration: dict | None = None):
         super().__init__(parent)
         self.result = result
         model = result.get("model", "?")
@@ -60,15 +113,19 @@ class EvaluateDialog(QDialog):
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._titled("Per class", self.per_class))
         splitter.addWidget(self._titled("Confusion (true ↓, predicted →)", self.confusion))
+        self.reliability = ReliabilityPlot(calibration if calibration is not None else result.get("calibration"))
+        splitter.addWidget(self.reliability)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
+        splitter.setStretchFactor(2, 2)
+        splitter.setSizes([330, 480, 430])  # the tables keep their columns readable beside the plot
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
         layout.addWidget(splitter, 1)
         layout.addWidget(buttons)
-        self.resize(1000, 520)
+        self.resize(1240, 540)
 
     @staticmethod
     def _titled(title: str, widget: QWidget) -> QWidget:

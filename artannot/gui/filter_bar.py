@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QWidget
 
 from artannot.store.queries import SORTS, ImageQuery
@@ -16,15 +16,23 @@ PRESETS = (  # (data, text, the sort it starts with)
     ("disagree", "Model disagrees (most confident first)", "confidence"),
     ("suspects", "Suspects (most likely wrong first)", "suspect"),
 )
-SOURCES = (("", "any source"), ("human", "set by you"), ("rule", "naming rule"), ("import", "imported"),
-           ("model", "model guess"))
+SOURCES = (("", "any source"), ("human", "H · by you"), ("folder", "F · folder"), ("rule", "R · rule"),
+           ("import", "I · import"), ("model", "M · model"))  # the letters are the thumbnails' marks
 TAG_CHOICES = (("", "any tags"), ("none", "no tags"))
 SPLIT_NAMES = (("", "any split"), ("train", "train"), ("val", "val"), ("test", "test"), ("none", "no split"))
 SEARCH_DELAY_MS = 200  # typing pauses this long before the grid re-queries
 
 
+class _Combo(QComboBox):
+    """Its contents' width when there is room; narrower (text elided) in a small window, which never grows."""
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), 90), hint.height())
+
+
 def _combo(items: Sequence[tuple[str, str]], tip: str) -> QComboBox:
-    box = QComboBox()
+    box = _Combo()
     for data, text in items:
         box.addItem(text, data)
     box.setToolTip(tip)
@@ -40,15 +48,18 @@ class FilterBar(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.show_box = _combo([(d, t) for d, t, _ in PRESETS], "Which images the grid shows")
-        self.show_box.setMinimumWidth(250)
-        self.source_box = _combo(SOURCES, "Who set the label")
+        self.show_box.setMinimumWidth(150)
+        self.source_box = _combo(SOURCES, "Who set the label (the mark on each thumbnail)")
+        for i, tip in enumerate(("", "set by you", "from the folder name", "from a file-name rule", "imported",
+                                 "the model's guess, accepted")):
+            self.source_box.setItemData(i, tip or None, Qt.ItemDataRole.ToolTipRole)
         self.split_box = _combo(SPLIT_NAMES, "Train / val / test split")
         self.tag_box = _combo(TAG_CHOICES, "Images carrying a tag (or none)")
         self.sort_box = _combo(list(SORTS.items()), "Order of the grid (and of the review queue)")
         self.search = QLineEdit()
         self.search.setPlaceholderText("Find file name…  (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
-        self.search.setMinimumWidth(180)
+        self.search.setMinimumWidth(110)
         self.count = QLabel("")
         self.count.setStyleSheet("color: #546e7a; padding-left: 6px;")
         self._timer = QTimer(self, singleShot=True, interval=SEARCH_DELAY_MS)

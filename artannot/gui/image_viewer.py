@@ -21,7 +21,8 @@ from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow
 
 MAX_VIEW_PX = 1600  # decoded images are shrunk to this on the worker; the view never needs more
-SOURCE_WORDS = {"human": "set by you", "rule": "from a naming rule", "import": "imported",
+SOURCE_WORDS = {"human": "set by you", "folder": "from the folder name", "rule": "from a file-name rule",
+                "import": "imported",
                 "model": "model guess"}
 RIGHT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight
 

@@ -34,8 +34,10 @@ ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the ImageRow
 THUMB_ROLE = Qt.ItemDataRole.UserRole + 2  # QPixmap, or None while loading / on error (asks for a load)
 STATE_ROLE = Qt.ItemDataRole.UserRole + 3  # "loading" | "ready" | "error"
 BOXES_ROLE = Qt.ItemDataRole.UserRole + 4  # [(class id, x, y, w, h)] when boxes are shown on thumbnails
-SOURCE_MARKS = {"human": ("H", "#2e7d32"), "rule": ("R", "#546e7a"), "import": ("I", "#6d4c41"),
-                "model": ("M", "#6a1b9a")}
+# label source (as queries.fetch_rows gives it) -> (mark letter, colour, what the mark means)
+SOURCE_MARKS = {"human": ("H", "#2e7d32", "set by you"), "folder": ("F", "#1565c0", "from the folder name"),
+                "rule": ("R", "#546e7a", "from a file-name rule"), "import": ("I", "#6d4c41", "imported"),
+                "model": ("M", "#6a1b9a", "the model's guess, accepted")}
 DISAGREE = QColor("#d32f2f")
 SUSPECT = QColor("#ef6c00")
 LEFT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
@@ -202,7 +204,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
         if row.disagrees:
             self._paint_disagreement(p, box, model.class_name(row.pred_class_id), row.pred_score)
         if row.label_source in SOURCE_MARKS and row.class_id is not None:
-            self._paint_source(p, box, *SOURCE_MARKS[row.label_source])
+            self._paint_source(p, box, *SOURCE_MARKS[row.label_source][:2])
         if getattr(row, "flagged", False):
             self._paint_suspect(p, box, getattr(row, "suspect", None))
         self._paint_text(p, option, cell, box, row, info)

@@ -33,6 +33,7 @@ from artannot.gui.thumbnail_delegate import (  # noqa: F401  (re-exported: the g
     BOXES_ROLE,
     CELL,
     ROW_ROLE,
+    SOURCE_MARKS,
     STATE_ROLE,
     THUMB_ROLE,
     ThumbnailDelegate,
@@ -285,7 +286,9 @@ class ThumbnailModel(QAbstractListModel):
     def _tooltip(self, row: ImageRow) -> str:
         label = self.class_name(row.class_id) or "unlabelled"
         lines = [row.path, f"{row.width}×{row.height} px, {row.split or 'no'} split",
-                 f"label: {label}" + (f" ({row.label_source})" if row.label_source else "")]
+                 f"label: {label}" + (f" ({SOURCE_MARKS[row.label_source][0]}: {SOURCE_MARKS[row.label_source][2]})"
+                                      if row.label_source in SOURCE_MARKS else
+                                      f" ({row.label_source})" if row.label_source else "")]
         if row.pred_class_id is not None:
             lines.append(f"model: {self.class_name(row.pred_class_id)} ({(row.pred_score or 0) * 100:.0f}%)")
         suspect = getattr(row, "suspect", None)

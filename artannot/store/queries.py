@@ -46,7 +46,7 @@ class ImageQuery:
 
     class_ids: tuple[int, ...] = ()  # labelled with one of these classes ...
     unlabelled: bool = False  # ... or (when set) without a label
-    sources: tuple[str, ...] = ()  # label source: human, rule, import, model
+    sources: tuple[str, ...] = ()  # label source: human, folder, rule (file-name rule), import, model
     splits: tuple[str, ...] = ()  # train, val, test, none
     disagree: bool = False  # the model's top guess differs from the label
     flagged: bool = False  # confident learning says the label is wrong
@@ -63,6 +63,28 @@ class ImageQuery:
         """Whether the query means nothing without a trained model."""
         return (self.disagree or self.flagged or self.min_suspect is not None or self.min_confidence is not None
                 or self.max_confidence is not None or self.sort in ("suspect", "confidence", "confidence_asc"))
+
+
+# How a label came about, as the grid marks it: folder-name labels are stored as source 'rule' with a
+# detail "folder '<name>'"; every other 'rule' label came from a file-name rule.
+FOLDER_DETAIL = "folder %"
+GRID_SOURCE_SQL = ("CASE WHEN l.source = 'rule' AND l.detail LIKE 'folder %' THEN 'folder' ELSE l.source END")
+
+
+def source_condition(sources: Sequence[str]) -> tuple[str, list]:
+    """SQL over labels l (and its parameters) for labels from these sources; 'folder' and 'rule' split the
+    stored 'rule' source into folder-name labels and file-name rule labels."""
+    plain = [s for s in sources if s not in ("folder", "rule")]
+    ors = [f"l.source IN ({','.join('?' * len(plain))})"] if plain else []
+    if "folder" in sources and "rule" in sources:
+        ors.append("l.source = 'rule'")
+    elif "folder" in sources:
+        ors.append("(l.source = 'rule' AND l.detail LIKE ?)")
+        plain.append(FOLDER_DETAIL)
+    elif "rule" in sources:
+        ors.append("(l.source = 'rule' AND (l.detail IS NULL OR l.detail NOT LIKE ?))")
+        plain.append(FOLDER_DETAIL)
+    return "(" + " OR ".join(ors) + ")", list(plain)
 
 
 def has_name_index(conn: sqlite3.Connection) -> bool:
@@ -100,8 +122,9 @@ def _build(conn: sqlite3.Connection, q: ImageQuery, what: str) -> tuple[str, lis
             ors.append("l.class_id IS NOT NULL")
         where.append("(" + " OR ".join(ors) + ")")
         if q.sources:
-            where.append(f"l.source IN ({','.join('?' * len(q.sources))})")
-            params += list(q.sources)
+            sql, args = source_condition(q.sources)
+            where.append(sql)
+            params += args
     confidence = q.min_confidence is not None or q.max_confidence is not None
     if q.disagree or confidence or q.sort in ("confidence", "confidence_asc"):
         kind = "JOIN" if q.disagree or confidence else "LEFT JOIN"
@@ -195,7 +218,8 @@ def fetch_rows(conn: sqlite3.Connection, ids: Sequence[int], model_id: int | Non
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         for r in conn.execute(
-            "SELECT i.id, s.path AS root, i.path, i.sha256, i.width, i.height, i.split, l.class_id, l.source,"
+            "SELECT i.id, s.path AS root, i.path, i.sha256, i.width, i.height, i.split, l.class_id,"
+            f" {GRID_SOURCE_SQL} AS source,"
             " p.class_id AS pred, p.score, x.score AS suspect, x.rank AS suspect_rank, x.flagged, x.suggested_id,"
             " (SELECT COUNT(*) FROM boxes b WHERE b.image_id = i.id AND b.active = 1) AS n_boxes"
             " FROM images i JOIN sources s ON s.id = i.source_id"
