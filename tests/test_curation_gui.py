@@ -106,7 +106,7 @@ def test_class_keys_letters_and_undo_across_edit_kinds(qtbot, window):
     key(qtbot, grid, Qt.Key.Key_Y, CTRL)
     assert len(box_store.boxes_for(p.conn, image_id)) == 1
     key(qtbot, grid, "x")
-    assert "No class has the key X" in window.statusBar().currentMessage()
+    assert "No class on key X — assign one in the Classes dock" in window.statusBar().currentMessage()
 
 
 def test_hotkey_dialog_takes_a_key_and_refuses_reserved_ones(qtbot, window):
@@ -188,7 +188,7 @@ def test_filters_sort_and_search_use_the_database(qtbot, window):
     window.filter_box.setCurrentIndex(window.filter_box.findData(f"class:{fish.id}"))
     assert model.rowCount() == PER_CLASS and all(model.row_at(k).class_id == fish.id for k in range(PER_CLASS))
     p.set_label([model.id_at(0)], None)
-    bar.source_box.setCurrentIndex(bar.source_box.findData("rule"))
+    bar.source_box.setCurrentIndex(bar.source_box.findData("folder"))  # folder-name labels
     assert model.rowCount() == PER_CLASS - 1
     bar.source_box.setCurrentIndex(0)
     window.filter_box.setCurrentIndex(window.filter_box.findData("unlabelled"))

@@ -242,7 +242,7 @@ def test_training_a_tag_model_in_the_window_brings_suggestions(qtbot, window):
     result = results[0]
     assert not isinstance(result, str), result
     assert result.method == "tags" and "tag model" in window.statusBar().currentMessage()
-    assert p.latest_model_id() is None  # the grid's class predictions are untouched
+    assert p.active_model_id() is None  # the grid's class predictions are untouched
     p.remove_tags([fish[0]], ["water"])  # the curator doubts one: the model still says water
     window.grid.select_ids([fish[0]], current=fish[0])
     qtbot.waitUntil(lambda: not window._tag_timer.isActive())

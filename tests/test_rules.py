@@ -51,3 +51,42 @@ def test_split_is_stratified_deterministic_and_order_free():
     assert split[80] == "train"  # a class of one stays in train
     reversed_labels = dict(reversed(list(labels.items())))
     assert stratified_split(reversed_labels, keys) == split
+
+
+def test_multi_word_classes_match_file_names():
+    vocab = Vocabulary({"hot dog": ["frankfurter"], "dog": [], "ice cream cone": []})
+    assert (vocab.match("hot_dog_03.png").class_name, vocab.match("hot_dog_03.png").token) == ("hot dog", "hot dog")
+    assert vocab.match("Hot-Dogs.png").class_name == "hot dog"
+    assert vocab.match("HotDog.png").class_name == "hot dog"  # camelCase splits too
+    assert vocab.match("ice_cream_cone_2.jpg").class_name == "ice cream cone"
+    assert vocab.match("my_dog.png").class_name == "dog"
+    assert vocab.match("frankfurter.png").class_name == "hot dog"
+
+
+def test_a_file_name_naming_two_classes_is_ambiguous_not_the_first():
+    vocab = Vocabulary.from_names(["violin", "piano"])
+    assert vocab.match("violin_and_piano.png") is None
+    assert [m.class_name for m in vocab.match_all("violin_and_piano.png")] == ["violin", "piano"]
+    assert vocab.match("violin_violins.png").class_name == "violin"  # one class twice is not ambiguous
+
+
+def test_import_reports_ambiguous_file_names_and_skips_unlabelled_folders(tmp_path):
+    from artannot.project import Project
+    from tests.shapes import make_shape_collection
+
+    root = make_shape_collection(tmp_path / "art", per_class=2, kinds=("circle", "unsorted"))
+    with Project.create(tmp_path / "a.artannot") as p:
+        report = p.import_folder(root, unlabelled_folders=["Unsorted"])
+        assert [c.name for c in p.classes()] == ["circle"]
+        assert report.labelled == 2 and report.unlabelled == 2
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted((root / "circle").iterdir()):
+        (flat / f"circle_square_{f.name}").write_bytes(f.read_bytes())
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("circle\nsquare\n", encoding="utf-8")
+    with Project.create(tmp_path / "b.artannot") as p:
+        report = p.import_folder(flat, labels_from="filename", vocabulary=vocab)
+    assert report.labelled == 0 and len(report.ambiguous) == 2
+    assert all("ambiguous" in n and "circle, square" in n for n in report.notes())
+    assert "2 ambiguous file names" in report.summary()

@@ -33,7 +33,7 @@ def test_options_are_project_train_arguments(qtbot):
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     assert [dialog.method.itemData(i) for i in range(dialog.method.count())] == ["auto", *[
         m for m in METHODS if m != "auto"]]
-    assert dialog.options()["method"] == "auto" and dialog.options()["options"]["budget"] == 600.0
+    assert dialog.options()["method"] == "auto" and dialog.options()["options"]["budget"] == 120.0  # 2 min, as beside the Train button
     dialog.budget.setValue(3)
     assert dialog.options()["options"]["budget"] == 180.0 and ok.isEnabled()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from artannot.data.formats import Annotation, Box, check_tags, printable, quoted
-from artannot.data.images import is_image_path, probe_image, sha256_file
+from artannot.data.images import is_image_path, not_regular_reason, probe_image, sha256_file
 from artannot.data.rules import Vocabulary
 from artannot.data.splits import stratified_split
 from artannot.errors import ArtAnnotError, ImportFormatError
@@ -28,6 +28,7 @@ Progress = Callable[[int, int, str], None]
 LABEL_MODES = ("folder", "filename", "none")
 SPLIT_MODES = ("auto", "train", "test")
 BATCH = 200
+NOTES_SHOWN = 20  # notes listed after an import; the rest are counted
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ImportReport:
     not_found: list[str] = field(default_factory=list)  # annotated images not under the root
     new_classes: list[str] = field(default_factory=list)  # class names the label files introduced
     skipped_boxes: list[str] = field(default_factory=list)  # one line each: which box, why
+    ambiguous: list[tuple[str, list[str]]] = field(default_factory=list)  # file names naming several classes
+    not_files: list[tuple[str, str]] = field(default_factory=list)  # (path, why): links, pipes, devices skipped
 
     def summary(self) -> str:
         """One line a curator reads after an import."""
@@ -67,25 +70,39 @@ class ImportReport:
             parts.append(f"{self.duplicates} duplicate content")
         if self.failed:
             parts.append(f"{len(self.failed)} skipped as unreadable")
+        if self.not_files:
+            parts.append(f"{len(self.not_files)} skipped as not regular files (links, pipes, devices)")
         if self.not_found:
             parts.append(f"{len(self.not_found)} annotated images not found")
         if self.skipped_boxes:
             parts.append(f"{len(self.skipped_boxes)} boxes skipped")
+        if self.ambiguous:
+            parts.append(f"{len(self.ambiguous)} ambiguous file names left unlabelled")
         if self.missing:
             parts.append(f"{len(self.missing)} known files missing on disk")
         if self.cancelled:
             parts.append("cancelled (what was imported so far is kept)")
         return ", ".join(parts)
 
-    def notes(self) -> list[str]:
-        """One printable line per thing a curator may want to check, for the CLI and the GUI's log."""
-        out = [f"skipped {printable(rel)}: {reason}" for rel, reason in self.failed]
+    def notes(self, limit: int | None = NOTES_SHOWN) -> list[str]:
+        """One printable line per thing a curator may want to check, for the CLI and the GUI's log: the first
+        `limit` of them, then one line saying how many more there were (None: all)."""
+        out = self.all_notes()
+        if limit is not None and len(out) > limit:
+            out = [*out[:limit], f"… and {len(out) - limit} more"]
+        return out
+
+    def all_notes(self) -> list[str]:
+        """Every note, uncapped."""
+        out = [f"skipped {printable(rel)}: {reason}" for rel, reason in [*self.failed, *self.not_files]]
         out += [f"missing {printable(rel)}: known to the project but no longer on disk" for rel in self.missing]
         out += [f"not found {where}: the label file names it, but it is not an image under the folder"
                 for where in self.not_found]
         out += [f"duplicate {printable(rel)}: same content as {printable(first)} (imported anyway)"
                 for rel, first in self.duplicate_of]
         out += self.skipped_boxes
+        out += [f"ambiguous {printable(rel)}: the file name names {', '.join(printable(n) for n in names)};"
+                " left unlabelled" for rel, names in self.ambiguous]
         if self.new_classes:
             out.append(f"new classes from the label files: {printable(', '.join(self.new_classes))}"
                        " (pass --vocabulary to refuse unknown names instead)")
@@ -94,14 +111,36 @@ class ImportReport:
 
 def scan_images(root: Path) -> Iterator[Path]:
     """Image files under root, sorted, never following links out of it or into loops."""
+    yield from scan_collection(root)[0]
+
+
+def scan_collection(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(regular image files under root, sorted; (path under root, reason) of image-named entries skipped).
+
+    Only regular files are kept: links (never followed, out of root or into loops), named pipes, sockets
+    and devices are skipped with their reason, so opening one can neither hang nor read outside root.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            if is_image_path(path) and not path.is_symlink():
-                yield path
+            if not is_image_path(path):
+                continue
+            try:
+                why = not_regular_reason(os.lstat(path).st_mode)
+            except OSError as exc:
+                why = f"cannot be read ({exc.strerror or exc})"
+            if why is None:
+                files.append(path)
+            else:
+                rel = path.relative_to(root).as_posix()
+                skipped.append((rel, f"{printable(rel)} is {why}, not a regular file; only image files are read"
+                                if not why.startswith("cannot") else f"{printable(rel)} {why}"))
+    return files, skipped
 
 
 def folder_label(rel: Path) -> str | None:
@@ -118,8 +157,12 @@ def import_folder(
     split: str = "auto",
     progress: Progress | None = None,
     cancel=None,
+    unlabelled_folders: Sequence[str] = (),
 ) -> ImportReport:
-    """Add the images under src that the project does not know yet; never overwrite a curator's label."""
+    """Add the images under src that the project does not know yet; never overwrite a curator's label.
+
+    unlabelled_folders: sub-folder names (any case, e.g. `unsorted`) whose images get no label from the folder.
+    A file name whose words name two classes is left unlabelled and listed in report.ambiguous."""
     if labels_from not in LABEL_MODES:
         raise ImportFormatError(f"--labels-from must be one of {', '.join(LABEL_MODES)}, csv:FILE, coco:FILE,"
                                 f" voc:DIR, yolo:DIR or labelme:DIR, not {labels_from!r}")
@@ -132,11 +175,21 @@ def import_folder(
             )
         vocabulary = Vocabulary.from_names(names)
 
+    skip = {n.strip().lower() for n in unlabelled_folders if n.strip()}
+    report = ImportReport()
+
     def item_for(rel: str) -> _Item:
-        label, detail = _label_for(Path(rel), labels_from, vocabulary)
+        path = Path(rel)
+        if labels_from == "folder" and (folder_label(path) or "").lower() in skip:
+            return _Item()
+        if labels_from == "filename" and vocabulary is not None:
+            found = vocabulary.match_all(path.name)
+            if len({m.class_name for m in found}) > 1:
+                report.ambiguous.append((rel, [m.class_name for m in found]))
+                return _Item()
+        label, detail = _label_for(path, labels_from, vocabulary)
         return _Item(label, detail)
 
-    report = ImportReport()
     _import(conn, root, item_for, report, source="rule", relabel_known=False, split=split,
             description=f"labels from {labels_from} names on import of {root.name}", progress=progress,
             cancel=cancel)
@@ -167,17 +220,28 @@ def import_annotations(
     root = _check_root(images_root, split)
     by_rel = _merge(annotations)
     rename = _class_mapping(conn, by_rel.values(), vocabulary)
+    files, not_files = scan_collection(root)
+    on_disk = {p.relative_to(root).as_posix() for p in files}
+    if by_rel and on_disk.isdisjoint(by_rel):
+        first = next(iter(by_rel.values()))
+        raise ImportFormatError(
+            f"none of the {len(by_rel)} images the label file names is under {printable(root)} (the first,"
+            f" {printable(first.path)} from {first.where}, is not there); check the folder and the paths")
     if vocabulary is not None:  # checked: now the vocabulary's classes may be created, in its order
         ensure_classes(conn, vocabulary.classes)
     existing = _class_names(conn)
-    report = ImportReport(new_classes=sorted({n for n in rename.values() if n not in existing}))
+    used = {n for rel, a in by_rel.items() if rel in on_disk for n in [a.label, *(b.label for b in a.boxes)] if n}
+    report = ImportReport(new_classes=sorted({rename[n] for n in used if rename[n] not in existing}))
     items = {
         rel: _Item(rename.get(a.label), a.where or None, a.split,
                    [replace(b, label=rename[b.label]) for b in a.boxes], a.where, a.tags)
-        for rel, a in by_rel.items()
+        for rel, a in by_rel.items() if rel in on_disk  # only files found are ever asked for
     }
     seen = _import(conn, root, items.get, report, source=source, relabel_known=True, split=split,
-                   description=f"{description} on import of {root.name}", progress=progress, cancel=cancel)
+                   description=f"{description} on import of {root.name}", progress=progress, cancel=cancel,
+                   scanned=(files, not_files))
+    if report.cancelled:  # only the classes the committed batches created
+        report.new_classes = [n for n in report.new_classes if n in _class_names(conn)]
     if not report.cancelled:
         report.not_found = [f"{printable(a.path)} ({a.where})" for rel, a in by_rel.items() if rel not in seen]
     return report
@@ -274,6 +338,7 @@ def _import(
     description: str,
     progress: Progress | None,
     cancel,
+    scanned: tuple[list[Path], list[tuple[str, str]]] | None = None,
 ) -> set[str]:
     """The one import loop: probe new files, commit them in batches with their labels, boxes and tags.
 
@@ -284,7 +349,7 @@ def _import(
     known = {os.fsdecode(r[0]): (r[1], r[2], r[3]) for r in conn.execute(
         "SELECT path, id, width, height FROM images WHERE source_id = ?", (source_id,))}
     known_hashes = {r[0]: os.fsdecode(r[1]) for r in conn.execute("SELECT sha256, path FROM images ORDER BY id")}
-    files = list(scan_images(root))
+    files, report.not_files = scanned if scanned is not None else scan_collection(root)
     report.found = len(files)
     on_disk = {p.relative_to(root).as_posix() for p in files}
     report.missing = sorted(set(known) - on_disk)

@@ -53,6 +53,7 @@ class Vocabulary:
         self.source = ""  # the file it was read from, for messages
         self.classes: list[str] = []
         self._lookup: dict[str, str] = {}
+        self._phrases: dict[tuple[str, ...], str] = {}  # multi-word names and synonyms: ("hot", "dog") -> class
         for name, synonyms in entries.items():
             name = name.strip()
             if not name:
@@ -60,7 +61,12 @@ class Vocabulary:
             self.classes.append(name)
             for word in [name, *synonyms]:
                 key = word.strip().lower()
-                if key:
+                words = tuple(tokenize(key + ".x")) if " " in key or "_" in key or "-" in key else ()
+                if len(words) > 1:
+                    self._phrases.setdefault(words, name)
+                    for form in singular_forms(words[-1])[1:]:
+                        self._phrases.setdefault((*words[:-1], form), name)
+                elif key:
                     self._lookup.setdefault(key, name)
                     for form in singular_forms(key)[1:]:
                         self._lookup.setdefault(form, name)
@@ -98,21 +104,34 @@ class Vocabulary:
         return next((self._lookup[f] for f in singular_forms(word.strip().lower()) if f in self._lookup), None)
 
     def match(self, filename: str) -> RuleMatch | None:
-        """The first token of the file name that names a class (directly, as a plural or a synonym)."""
-        for token in tokenize(filename):
-            for form in singular_forms(token):
-                if form in self._lookup:
-                    return RuleMatch(self._lookup[form], token)
-        return None
+        """The class the file name names (directly, as a plural, a synonym or a multi-word name), or None when
+        it names none or two different classes (ambiguous: see match_all)."""
+        found = self.match_all(filename)
+        return found[0] if len(found) == 1 else None
 
     def match_all(self, filename: str) -> list[RuleMatch]:
-        """Every vocabulary entry the file name's tokens name, once each, in token order (multi-label tags)."""
+        """Every vocabulary entry the file name's tokens name, once each, in token order (multi-label tags).
+        Multi-word entries match consecutive words (`hot dog` in `hot_dog_03.png`), longest first, and the
+        words they use name nothing else."""
+        tokens = tokenize(filename)
+        longest = max((len(k) for k in self._phrases), default=1)
         out: dict[str, RuleMatch] = {}
-        for token in tokenize(filename):
-            for form in singular_forms(token):
-                if form in self._lookup:
-                    out.setdefault(self._lookup[form], RuleMatch(self._lookup[form], token))
+        i = 0
+        while i < len(tokens):
+            for n in range(min(longest, len(tokens) - i), 1, -1):
+                head, last = tuple(tokens[i:i + n - 1]), tokens[i + n - 1]
+                name = next((self._phrases[(*head, f)] for f in singular_forms(last) if (*head, f) in self._phrases),
+                            None)
+                if name is not None:
+                    out.setdefault(name, RuleMatch(name, " ".join(tokens[i:i + n])))
+                    i += n
                     break
+            else:
+                for form in singular_forms(tokens[i]):
+                    if form in self._lookup:
+                        out.setdefault(self._lookup[form], RuleMatch(self._lookup[form], tokens[i]))
+                        break
+                i += 1
         return list(out.values())
 
 

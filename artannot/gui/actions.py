@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
     from artannot.gui.main_window import MainWindow
 
 EXPORTS = (("ImageFolder…", "imagefolder"), ("CSV…", "csv"), ("COCO JSON…", "coco"), ("Pascal VOC…", "voc"),
-           ("YOLO…", "yolo"), ("Predictions CSV…", "predictions"))
+           ("YOLO…", "yolo"), ("labelme…", "labelme"), ("Predictions CSV…", "predictions"),
+           ("Predictions JSON…", "predictions-json"))
 SKIP_KEY = "s"  # review mode: move on without changing the label (so no class may take this key)
 RESERVED_KEYS = {SKIP_KEY: "skips an image in review mode"}
 
@@ -72,10 +74,17 @@ def build_menus(w: MainWindow) -> None:
     file = bar.addMenu("&File")
     _action(w, file, "&New project…", w._ask_new_project, ["Ctrl+N"])
     _action(w, file, "&Open project…", w._ask_open_project, ["Ctrl+O"])
-    w.import_action = _action(w, file, "&Import folder…", w._ask_import, ["Ctrl+I"],
-                              "Add a folder of images; sub-folder names become labels")
-    export = file.addMenu("&Export")
+    w.recent_menu = file.addMenu("&Recent projects")
+    w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
+    w.import_action = _action(w, file, "&Import…", w.ask_import, ["Ctrl+I"],
+                              "Add a folder of images with labels from sub-folders, file names or label files")
+    w.export_dialog_action = _action(w, file, "&Export…", w.ask_export, ["Ctrl+Shift+E"],
+                                     "Write the curated set or the predictions in any format the CLI writes")
+    export = file.addMenu("Export &as")
     w.export_actions = [_action(w, export, text, lambda _=False, f=fmt: w._ask_export(f)) for text, fmt in EXPORTS]
+    w.export_model_action = _action(w, file, "Export &model…", w._ask_export_model,
+                                    tip="Write the newest model as model.onnx + model.json into a folder")
+    w.export_actions.append(w.export_model_action)  # enabled like the other exports
     file.addSeparator()
     _action(w, file, "&Quit", w.close, ["Ctrl+Q"])
 
@@ -143,26 +152,39 @@ def shortcut_rows(w: MainWindow) -> list[tuple[str, str, str]]:
 class FileDialogsMixin:
     """The main window's File menu dialogs: pick a path, then run the window's method on it."""
 
+    def start_dir(self, name: str = "") -> str:
+        """Where file dialogs open: the open project's folder (with a suggested file name), else home."""
+        folder = self.project.path.parent if self.project is not None else Path.home()
+        return str(folder / name) if name else str(folder)
+
     def _ask_new_project(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "New project", "", f"ArtAnnot projects (*{SUFFIX})")
+        path, _ = QFileDialog.getSaveFileName(self, "New project", self.start_dir(), f"ArtAnnot projects (*{SUFFIX})")
         if path:
             self.new_project(path)
 
     def _ask_open_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", f"ArtAnnot projects (*{SUFFIX})")
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", self.start_dir(), f"ArtAnnot projects (*{SUFFIX})")
         if path:
             self.open_project(path)
 
     def _ask_import(self) -> None:
-        src = QFileDialog.getExistingDirectory(self, "Import a folder (sub-folder names become labels)")
+        src = QFileDialog.getExistingDirectory(self, "Import a folder (sub-folder names become labels)",
+                                               self.start_dir())
         if src:
             self.import_folder(src)
 
+    def _ask_export_model(self) -> None:
+        out = QFileDialog.getExistingDirectory(self, "Export the newest model (ONNX) into a folder",
+                                               self.start_dir())
+        if out:
+            self.runner.export_model(out)
+
     def _ask_export(self, fmt: str) -> None:
-        if fmt in ("imagefolder", "voc", "yolo"):
-            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} into an empty folder")
+        if fmt in ("imagefolder", "voc", "yolo", "labelme"):
+            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} into an empty folder", self.start_dir())
         else:
-            suffix = "json" if fmt == "coco" else "csv"
-            out, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", f"{fmt}.{suffix}", f"*.{suffix}")
+            suffix = "json" if fmt in ("coco", "predictions-json") else "csv"
+            out, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", self.start_dir(f"{fmt}.{suffix}"),
+                                                  f"*.{suffix}")
         if out:
             self.export(out, fmt)

@@ -21,7 +21,16 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QImage, QKeyEvent, QPixmap
-from PySide6.QtWidgets import QApplication, QComboBox, QDockWidget, QFileDialog, QMainWindow, QMenu, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QMainWindow,
+    QMenu,
+    QScrollArea,
+    QWidget,
+)
 
 from artannot.worker.jobs import Job, JobQueue
 
@@ -534,7 +543,7 @@ class InsightViews(QObject):
             _, _, module, cls = self.VIEWS[key]
             view = getattr(importlib.import_module(module), cls)(self.insights)
             self._views[key] = view
-            getattr(self, f"{key}_dock").setWidget(view)
+            getattr(self, f"{key}_dock").setWidget(fitting(view))
         return view
 
     @property
@@ -597,6 +606,18 @@ class InsightViews(QObject):
         self.analysis.show()
         self.analysis.raise_()
         return self.analysis
+
+
+def fitting(view: QWidget) -> QScrollArea:
+    """The view in a scroll area: a dock opened on it fits the window's current size (the view scrolls when
+    the dock is smaller than the view's minimum) instead of the window growing to the view's minimum."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(view)
+    area.setMinimumSize(160, 80)
+    area.setFocusProxy(view)
+    return area
 
 
 def install_insight_views(window: QMainWindow) -> None:

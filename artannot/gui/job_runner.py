@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from artannot.gui.train_panel import describe_metrics
 from artannot.project import Project
@@ -26,9 +26,25 @@ def _train(path: Path, options: dict, progress, cancel):
         return p.train(**options, progress=progress, cancel=cancel)
 
 
-def _import(path: Path, src: str, progress, cancel):
+def _import(path: Path, src: str, progress, cancel, options: dict | None = None):
+    """Project.import_folder with the Import dialog's options; typed classes become a vocabulary file."""
+    import tempfile
+
+    options = dict(options or {"labels_from": "folder", "split": "auto"})
+    text = options.pop("vocabulary_text", "")
+    with Project(path) as p, tempfile.TemporaryDirectory() as tmp:
+        if text:
+            vocab = Path(tmp) / "classes.txt"
+            typed = text if not options.get("vocabulary") else \
+                Path(options["vocabulary"]).expanduser().read_text(encoding="utf-8") + "\n" + text
+            vocab.write_text(typed + "\n", encoding="utf-8")
+            options["vocabulary"] = str(vocab)
+        return p.import_folder(src, **options, progress=progress, cancel=cancel)
+
+
+def _export_model(path: Path, out: str, model_id, _progress, _cancel):
     with Project(path) as p:
-        return p.import_folder(src, labels_from="folder", split="auto", progress=progress, cancel=cancel)
+        return p.export_onnx(out, model_id=model_id)
 
 
 def _export(path: Path, out: str, fmt: str, progress, _cancel):
@@ -43,6 +59,7 @@ class JobRunner(QObject):
     training_cancelled = Signal()
     import_finished = Signal(object)  # ImportReport
     export_finished = Signal(int)  # rows written
+    model_exported = Signal(object)  # (model.onnx path, model.json path)
     job_failed = Signal(str)
 
     def __init__(self, window: MainWindow):
@@ -84,16 +101,22 @@ class JobRunner(QObject):
         return self._submit("training", partial(_train, path, dict(options or {})), self._on_trained,
                             self._on_train_cancelled)
 
-    def import_folder(self, src: str | Path) -> Job | None:
-        """Import a folder in the background, labels from sub-folder names."""
+    def import_folder(self, src: str | Path, options: dict | None = None) -> Job | None:
+        """Import a folder in the background (options: the Import dialog's; None: labels from sub-folders)."""
         path = self.window.project.path if self.window.project else None
-        return self._submit("import", partial(_import, path, str(src)), self._on_imported)
+        self._import_source = str(src)
+        return self._submit("import", partial(_import, path, str(src), options=options), self._on_imported)
 
     def export(self, out: str | Path, fmt: str) -> Job | None:
         """Write the curated set (or predictions) in the background."""
         path = self.window.project.path if self.window.project else None
         self._export_target = str(out)
         return self._submit("export", partial(_export, path, str(out), fmt), self._on_exported)
+
+    def export_model(self, out: str | Path, model_id: int | None = None) -> Job | None:
+        """Write a model (the newest by default) as ONNX + sidecar in the background."""
+        path = self.window.project.path if self.window.project else None
+        return self._submit("model export", partial(_export_model, path, str(out), model_id), self._on_model_exported)
 
     def cancel(self) -> None:
         """Ask the running job to stop."""
@@ -135,11 +158,31 @@ class JobRunner(QObject):
         if w.project is not None:
             w.reload()
             w.statusBar().showMessage(f"Import: {report.summary()}", 15000)
+            if getattr(w, "show_import_reports", True):
+                from artannot.gui.import_dialog import ImportReportDialog
+
+                w.import_report = ImportReportDialog(report, getattr(self, "_import_source", ""), w)
+                w.import_report.show()
         self.import_finished.emit(report)
 
     def _on_exported(self, n: int) -> None:
         self.window.statusBar().showMessage(f"Exported {n:,} rows to {self._export_target}", 10000)
+        w = self.window
+        if getattr(w, "show_import_reports", True):
+            from PySide6.QtWidgets import QMessageBox
+
+            box = QMessageBox(QMessageBox.Icon.Information, "Export finished",
+                              f"Exported {n:,} image{'s' if n != 1 else ''} to {self._export_target}",
+                              QMessageBox.StandardButton.Ok, w)
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
+            box.show()
+            w.export_summary = box
         self.export_finished.emit(n)
+
+    def _on_model_exported(self, paths) -> None:
+        self.window.statusBar().showMessage(f"Exported the model to {paths[0]} (sidecar {Path(paths[1]).name})", 10000)
+        self.model_exported.emit(paths)
 
     def _on_cancelled(self) -> None:
         self.window.statusBar().showMessage("Cancelled", 5000)

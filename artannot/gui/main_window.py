@@ -17,7 +17,10 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
     QApplication,
+    QComboBox,
     QDockWidget,
     QLabel,
     QMainWindow,
@@ -36,6 +39,7 @@ from artannot.gui.filter_bar import FilterBar
 from artannot.gui.image_viewer import BoxEditsMixin, ImageCache, ImageViewer
 from artannot.gui.insights import install_insight_views
 from artannot.gui.job_runner import JobRunner
+from artannot.gui.models_view import install_models_view
 from artannot.gui.review_panel import ReviewModeMixin, ReviewPanel
 from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
@@ -92,6 +96,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         build_menus(self)
         # Other views (e.g. gui/insights.py) install their docks and View menu entries after this line.
         install_insight_views(self)  # saliency, collection map, similar images, model analysis
+        install_models_view(self)  # the Models dock: compare, make active, delete
         self._connect()
         self.set_project(None)
         self.resize(1400, 900)
@@ -101,6 +106,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.stack = QStackedWidget()
         self.stack.addWidget(self.grid)
         self.stack.addWidget(self.review)
+        self.review.setMinimumSize(320, 240)  # a small window squeezes the review page, never grows
         self.setCentralWidget(self.stack)
         for title, widget, area, name in (("Classes", self.class_list, LEFT, "classes"),
                                           ("Image", self.viewer, RIGHT, "image")):
@@ -126,6 +132,12 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         bottom.addWidget(self.train_panel)
         self.addToolBar(Qt.ToolBarArea.BottomToolBarArea, bottom)
         self.statusBar().addPermanentWidget(self.counts)
+        self.empty_hint = QLabel("This project has no images yet.\n\nFile ▸ Import…  (Ctrl+I): a folder of images,"
+                                 " labels from sub-folders,\nfile names or a CSV / COCO / VOC / YOLO / labelme file.",
+                                 self.grid.viewport())
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setStyleSheet("color: #546e7a; font-size: 14px;")
+        self.empty_hint.hide()
 
     def _connect(self) -> None:
         self.grid.hotkey_pressed.connect(self._on_hotkey)
@@ -150,6 +162,25 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             editor.box_changed.connect(lambda box_id, rect, e=editor: self._on_box_changed(e, box_id, rect))
             editor.boxes_deleted.connect(lambda ids, e=editor: self._on_boxes_deleted(e, ids))
         self._connect_tags()
+        self._keep_keys_for_labelling()
+
+    def _keep_keys_for_labelling(self) -> None:
+        """Buttons and boxes of the bottom and top bars never keep the keyboard: after a click the class keys
+        still label (a spin box or combo takes focus only when clicked, and gives it back when used)."""
+        for bar in (self.train_panel, self.filter_bar):
+            for button in bar.findChildren(QAbstractButton):
+                button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+                button.clicked.connect(self._focus_grid_later)
+            for box in bar.findChildren(QAbstractSpinBox):
+                box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+                box.editingFinished.connect(self._focus_grid_later)
+            for combo in bar.findChildren(QComboBox):
+                combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+                combo.activated.connect(self._focus_grid_later)
+
+    def _focus_grid_later(self, *_args) -> None:
+        """Give the keyboard back to the grid (or the review queue) once the click is handled."""
+        QTimer.singleShot(0, lambda: (self.review if self.review_mode() else self.grid).setFocus())
 
     # ---- project ----------------------------------------------------------------------------------
     def open_project(self, path: str | Path) -> bool:
@@ -163,6 +194,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             self.show_error(str(exc))
             return False
         self.set_project(project)
+        self.remember_recent(project.path)
         return True
 
     def new_project(self, path: str | Path) -> bool:
@@ -196,7 +228,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             self.class_list.clear_project()
             self.filter_bar.set_classes([])
         else:
-            self._model_id = project.latest_model_id()
+            self._model_id = project.active_model_id()
             self._classes = class_store.visible_classes(project.conn)
             self.thumbnails.set_source(DatabaseSource(project.conn, self._model_id), None, self._classes,
                                        project.cache_dir / "thumbs")
@@ -215,7 +247,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         """Re-read after undo, import or training: the filter runs again, selection and focus stay."""
         if self.project is None:
             return
-        model_id = self.project.latest_model_id()
+        model_id = self.project.active_model_id()
         if model_id != self._model_id:
             self._model_id = model_id
             self.thumbnails.source.model_id = model_id  # type: ignore[attr-defined]
@@ -244,6 +276,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
 
     def _update_counts(self) -> None:
         if self.project is None:
+            self.empty_hint.hide()
             self.counts.setText("No project open — File ▸ New project… or Open project…")
             self.filter_bar.set_count(0, 0)
             return
@@ -254,15 +287,21 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             text += (f" · model {self._model_id}: {self._summary.get('disagree', 0):,} disagree,"
                      f" {self._summary.get('flagged', 0):,} suspects")
         self.counts.setText(text)
+        self.empty_hint.setVisible(total == 0)
+        if total == 0:
+            self.empty_hint.setGeometry(self.grid.viewport().rect())
+        self.train_panel.show_label_sources(self._summary)
         self.filter_bar.set_count(self.thumbnails.rowCount(), total)
 
     def show_model_summary(self) -> None:
         """The latest model's scores in the bottom bar."""
         if self.project is None or self._model_id is None:
             self.train_panel.show_result("No model trained yet")
+            self.train_panel.show_candidates(None)
             return
         row = get_model(self.project.conn, self._model_id)
         self.train_panel.show_result(describe_metrics(self._model_id, json.loads(row["metrics"] or "{}")))
+        self.train_panel.show_candidates(json.loads(row["params"] or "{}").get("auto"))
 
     # ---- filter -----------------------------------------------------------------------------------
     def apply_filter(self, keep_selection: bool = True) -> None:
@@ -303,7 +342,8 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
     def _class_for_key(self, key: str) -> ClassInfo | None:
         info = next((c for c in self._classes if c.hotkey == key), None)
         if info is None and key not in ("0", "clear"):
-            self.statusBar().showMessage(f"No class has the key {key.upper()} (Classes ▸ Set class key…)", 4000)
+            self.statusBar().showMessage(f"No class on key {key.upper()} — assign one in the Classes dock"
+                                         " (Classes ▸ Set class key…)", 5000)
         return info
 
     def _on_hotkey(self, key: str) -> None:
@@ -400,7 +440,8 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.reload()
         if self.review_mode():
             self._show_review(self.review.current_id())
-        self.statusBar().showMessage(f"{verb}: {event.description} ({event.n_changes} changes)", 5000)
+        n = event.n_changes
+        self.statusBar().showMessage(f"{verb}: {event.description} ({n} change{'s' if n != 1 else ''})", 5000)
 
     # ---- current image and boxes --------------------------------------------------------------------
     def _describe(self, row: ImageRow):
@@ -443,13 +484,47 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         dialog.open()
         return dialog
 
-    def import_folder(self, src: str | Path):
-        """Import a folder in the background, labels from sub-folder names."""
-        return self.runner.import_folder(src)
+    def import_folder(self, src: str | Path, options: dict | None = None):
+        """Import a folder in the background (options: Project.import_folder's; None: labels from sub-folders);
+        a report dialog follows."""
+        return self.runner.import_folder(src, options)
+
+    def ask_import(self, _checked=False):
+        """File ▸ Import…: the Import dialog; Import runs it in the worker."""
+        from artannot.gui.import_dialog import ImportDialog
+
+        if self.project is None:
+            self.show_error("Open or create a project first (File menu).")
+            return None
+        dialog = ImportDialog(self, start_dir=self.project.path.parent)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def run() -> None:
+            options = dialog.options()
+            self.import_folder(options.pop("src"), options)
+
+        dialog.accepted.connect(run)
+        dialog.open()
+        self.import_dialog = dialog
+        return dialog
 
     def export(self, out: str | Path, fmt: str):
         """Write the curated set (or predictions) in the background."""
         return self.runner.export(out, fmt)
+
+    def ask_export(self, _checked=False):
+        """File ▸ Export…: every format the CLI writes; runs in the worker, a summary follows."""
+        from artannot.gui.export_dialog import ExportDialog
+
+        if self.project is None:
+            self.show_error("Open or create a project first (File menu).")
+            return None
+        dialog = ExportDialog(self, start_dir=self.project.path.parent, stem=self.project.path.stem)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.export(*dialog.options()))
+        dialog.open()
+        self.export_dialog = dialog
+        return dialog
 
     def cancel_job(self) -> None:
         """Ask the running job to stop."""
@@ -464,7 +539,8 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         except ArtAnnotError as exc:
             self.show_error(str(exc))
             return None
-        self.evaluate_dialog = EvaluateDialog(result, self)
+        metrics = json.loads(get_model(self.project.conn, result["model"])["metrics"] or "{}")
+        self.evaluate_dialog = EvaluateDialog(result, self, calibration=metrics.get("calibration"))
         self.evaluate_dialog.show()
         return self.evaluate_dialog
 
@@ -495,7 +571,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
                        self.merge_class_action, self.delete_class_action, self.hotkey_class_action,
                        self.focus_tags_action, self.accept_tags_action, self.filename_tags_action):
             action.setEnabled(has)
-        for action in (self.import_action, *self.export_actions):
+        for action in (self.import_action, self.export_dialog_action, *self.export_actions):
             action.setEnabled(has and not busy)
         self.train_action.setEnabled(has and not busy)
         self.cancel_action.setEnabled(busy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+MAX_RECENT = 10
 MAX_SAVED_SELECTION = 2000  # selected ids kept in the session (a select-all of 100k is not worth restoring)
 
 
@@ -29,6 +30,33 @@ class SessionMixin:
             s.setValue("selection", json.dumps(self.grid.selected_ids()[:MAX_SAVED_SELECTION]))
             s.setValue("current", current.id if current else -1)
         s.sync()
+
+    def recent_projects(self) -> list[str]:
+        """Projects opened lately, newest first, those still on disk (File ▸ Recent projects)."""
+        if self.settings is None:
+            return []
+        try:
+            paths = json.loads(self.settings.value("recent") or "[]")
+        except (TypeError, ValueError):
+            return []
+        return [p for p in paths if isinstance(p, str) and Path(p).exists()][:MAX_RECENT]
+
+    def remember_recent(self, path: str | Path) -> None:
+        """Put a project at the top of the recent list."""
+        if self.settings is None:
+            return
+        path = str(Path(path).resolve())
+        self.settings.setValue("recent", json.dumps([path, *[p for p in self.recent_projects() if p != path]]
+                                                    [:MAX_RECENT]))
+
+    def fill_recent_menu(self) -> None:
+        """Rebuild File ▸ Recent projects from the settings."""
+        menu = self.recent_menu
+        menu.clear()
+        for path in self.recent_projects():
+            menu.addAction(Path(path).name, lambda p=path: self.open_project(p)).setToolTip(path)
+        if menu.isEmpty():
+            menu.addAction("No recent projects").setEnabled(False)
 
     def restore_session(self) -> bool:
         """Reopen the last project with its filter and selection, at the last size; False if there was none."""

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from artannot.errors import ModelError
+from artannot.gui.train_panel import DEFAULT_BUDGET_MIN  # one default for the button and the dialog
 from artannot.ml.backbones import get_spec, list_backbones
 
 # (method, label, what it does) in the order the menu shows them; auto is the one-click default.
@@ -55,7 +56,6 @@ METHODS: tuple[tuple[str, str, str], ...] = (
      " features, a threshold per tag and mAP per tag. Its suggestions appear in the Tags panel."),
 )
 NETWORK_METHODS = ("finetune", "adaptive", "frozen", "double")
-DEFAULT_BUDGET_MIN = 10
 
 
 def weights_problem(backbone: str) -> str | None:
