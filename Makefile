@@ -7,7 +7,11 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.artannot-installed
 DEMO_PROJECT ?= build/demo.artannot
 
-.PHONY: setup run demo test test-fast lint bench clean
+.PHONY: setup run demo test test-fast lint bench clean install-desktop test-tools dist
+PREFIX ?=
+APP_ID := io.github.artannot.ArtAnnot
+XDG_DATA_HOME ?= $(HOME)/.local/share
+DATA_DIR := $(if $(PREFIX),$(PREFIX)/share,$(XDG_DATA_HOME))
 
 setup: $(STAMP)
 
@@ -20,27 +24,42 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(DEMO_PROJECT): $(STAMP)
-	mkdir -p $(dir $(DEMO_PROJECT))
-	$(VENV)/bin/artannot init $(DEMO_PROJECT)
-	$(VENV)/bin/artannot import $(DEMO_PROJECT) resources/demo --labels-from folder --split auto
-	$(VENV)/bin/artannot import $(DEMO_PROJECT) resources/demo --labels-from csv:resources/demo/tags.csv
+	$(VENV)/bin/artannot demo $(dir $(DEMO_PROJECT))  # init + import (folder labels, split auto) + tags.csv
 
 demo: $(DEMO_PROJECT)
 
 run: $(DEMO_PROJECT)
 	$(VENV)/bin/artannot gui $(DEMO_PROJECT)
 
-test: $(STAMP)
+# desktop-file-validate / appstreamcli for the packaging tests: installed quietly when root with apt-get; never fails.
+test-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v desktop-file-validate >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq desktop-file-utils appstream) >/dev/null 2>&1 || true; fi
+
+test: $(STAMP) test-tools
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 test-fast: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check artannot tests bench training packaging resources
+	$(VENV)/bin/ruff check artannot tests bench training packaging
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# A one-folder PyInstaller bundle in dist/artannot/ (pip install -e '.[dist]' first); prints its size.
+dist: $(STAMP)
+	$(PY) -c "import PyInstaller" 2>/dev/null || $(PY) -m pip install --quiet -e '.[dist]'
+	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller packaging/artannot.spec
+	du -sh dist/artannot
+
+# The .desktop entry, AppStream metadata and icon: per user (XDG_DATA_HOME), or PREFIX=/usr/local for everyone.
+install-desktop:
+	install -Dm644 packaging/artannot.desktop $(DATA_DIR)/applications/$(APP_ID).desktop
+	install -Dm644 packaging/$(APP_ID).metainfo.xml $(DATA_DIR)/metainfo/$(APP_ID).metainfo.xml
+	install -Dm644 packaging/artannot.svg $(DATA_DIR)/icons/hicolor/scalable/apps/$(APP_ID).svg
+	-command -v update-desktop-database >/dev/null && update-desktop-database -q $(DATA_DIR)/applications
+
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build dist .pytest_cache

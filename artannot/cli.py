@@ -82,7 +82,8 @@ def train_options(args) -> dict:
         except json.JSONDecodeError:
             options[key.strip()] = value
     named = {"intermediate": args.intermediate, "models": args.models, "mapping": args.mapping,
-             "budget": args.budget, "batch_size": args.batch_size, "image_size": args.image_size}
+             "budget": args.budget, "batch_size": args.batch_size, "image_size": args.image_size,
+             "labels": args.labels}
     options.update({k: v for k, v in named.items() if v is not None})
     if args.lr is not None:  # the pretrained layers' LR: adaptive calls it low_lr (its new layers use high_lr)
         options["low_lr" if args.method == "adaptive" else "lr"] = args.lr
@@ -109,6 +110,10 @@ def cmd_train(args) -> int:
         m = result.metrics
         acc = f"test top-1 {m['top1']:.1%}, top-5 {m['top5']:.1%} on {m['n']} images" if m.get("n") else "no test split"
         print(f"model {result.model_id}: {acc}; {result.params.get('summary', result.method)} ({result.seconds:.1f}s)")
+        est = m.get("estimate") or {}
+        if est.get("top1") is not None:
+            print(f"estimate ({est['kind']}, data the choice never saw for nested cv): top-1 {est['top1']:.1%}"
+                  f" ± {est['std']:.1%} over {len(est['folds'])} folds")
         if "auto" in result.params:
             print(f"auto chose {result.params['auto']['reason']}")
     return 0
@@ -116,6 +121,17 @@ def cmd_train(args) -> int:
 
 def cmd_models(args) -> int:
     with _open(args.project) as project:
+        if args.activate is not None or args.delete is not None:
+            from artannot.store import models as model_store
+
+            if args.delete is not None:
+                removed = model_store.delete_model(project.conn, project.cache_dir, args.delete)
+                print(f"deleted model {args.delete} and {len(removed)} of its files")
+            if args.activate is not None:
+                model_store.set_active_model(project.conn, None if args.activate == 0 else args.activate)
+                print(f"active model: {model_store.active_model_id(project.conn)}"
+                      + (" (the best by honest estimate)" if args.activate == 0 else ""))
+            return 0
         models = project.models()
     if args.json:
         print(json.dumps(models))
@@ -123,16 +139,24 @@ def cmd_models(args) -> int:
     if not models:
         print("no trained model yet: run `artannot train` first")
         return 0
+    print("* = the active model (its predictions, suspects and marks are what the grid shows);"
+          " estimate = top-1 on data its choice never saw (nested cv) or its own cv")
 
     def pct(v) -> str:
         return f"{v:6.1%}" if isinstance(v, (int, float)) else "     -"
 
-    print(f"{'id':>4}  {'method':<20} {'backbone':<20} {'top-1':>6} {'top-5':>6} {'F1':>6} {'mAP':>6} {'n':>5}"
-          f" {'epochs':>6} {'time':>7}  created")
+    def estimate(m) -> str:
+        if m.get("estimate") is None:
+            return "         -     "
+        return f"{m['estimate']:6.1%} ± {m['estimate_std'] or 0:4.1%}"[:15].ljust(15)
+
+    print(f"   {'id':>4}  {'method':<20} {'backbone':<20} {'estimate ± sd':<15} {'top-1':>6} {'top-5':>6} {'F1':>6}"
+          f" {'mAP':>6} {'n':>5} {'epochs':>6} {'time':>7}  created")
     for m in models:
         method = m["method"] + (f" ({m['chosen']})" if m.get("chosen") else "")
         secs = f"{m['seconds']:6.0f}s" if m.get("seconds") is not None else "      -"
-        print(f"{m['id']:>4}  {method:<20} {m['backbone']:<20} {pct(m['top1'])} {pct(m['top5'])}"
+        mark = " * " if m.get("active") else "   "
+        print(f"{mark}{m['id']:>4}  {method:<20} {m['backbone']:<20} {estimate(m)} {pct(m['top1'])} {pct(m['top5'])}"
               f" {pct(m['macro_f1'])} {pct(m.get('map'))} {m['n'] or 0:>5} {m['epochs'] or '-':>6} {secs}"
               f"  {m['created_at'][:16]}")
     return 0
@@ -245,7 +269,7 @@ def cmd_predict(args) -> int:
                 raise ArtAnnotError(f"{src} is neither an image nor a folder")
             results = project.predict_files(paths, progress=bar)
         else:
-            model = project.latest_model_id()
+            model = project.active_model_id()
             if model is None:
                 raise ArtAnnotError("no trained model yet: run `artannot train` first")
             from artannot.store import repo
@@ -257,7 +281,9 @@ def cmd_predict(args) -> int:
     if args.out:
         write_csv(Path(args.out), header, rows)
     else:
-        csv.writer(sys.stdout, lineterminator="\n").writerows([header, *rows])
+        from artannot.data.formats import csv_rows
+
+        csv.writer(sys.stdout, lineterminator="\n").writerows(csv_rows([header, *rows]))  # formulas neutralised
     return 0
 
 
@@ -354,11 +380,26 @@ def cmd_embed(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "onnx":
+        with _open(args.project) as project:
+            onnx_path, json_path = project.export_onnx(args.out, model_id=args.model)
+        print(f"exported model to {onnx_path} (sidecar {json_path.name})")
+        return 0
     bar = ProgressBar()
     with _open(args.project) as project:
         n = project.export(args.out, args.format, progress=bar)
     bar.close()
     print(f"exported {n} images to {args.out} ({args.format})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from artannot.demo import write_demo
+
+    bar = ProgressBar()
+    path = write_demo(args.dir, progress=bar)
+    bar.close()
+    print(f"created {path} (the bundled demo collection); open it with: artannot gui {path}")
     return 0
 
 
@@ -402,7 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--intermediate", metavar="PROJECT", help="double: the project to fine-tune on first")
     s.add_argument("--models", metavar="ID,ID", help="ensemble: the models to average")
     s.add_argument("--mapping", metavar="FILE", help="baseline: project class -> ImageNet categories (JSON/CSV)")
-    s.add_argument("--budget", type=float, metavar="SECONDS", help="auto: time budget (default 600)")
+    s.add_argument("--budget", type=float, metavar="SECONDS", help="auto: time budget (default 120)")
+    s.add_argument("--labels", choices=("all", "curated"),
+                   help="which train labels the classifier stage uses: every trainable label, or only human-"
+                        "confirmed ones (adaptive --then-svm and auto default to curated when there are enough)")
     s.add_argument("--lr", type=float, help="learning rate of the pretrained layers")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--image-size", type=int, help="train and predict at this input side (default: the backbone's)")
@@ -411,9 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("models", help="the project's trained models side by side")
+    s = sub.add_parser("models", help="the project's trained models side by side; make one active or delete one")
     s.add_argument("project")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--activate", type=int, metavar="ID",
+                   help="make this model the active one (0: back to the best by honest estimate)")
+    s.add_argument("--delete", type=int, metavar="ID", help="delete this model, its predictions and its files")
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("evaluate", help="top-1/top-5 of a model on a split")
@@ -460,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("project")
     s.add_argument("out")
     s.add_argument("--format", required=True, choices=["imagefolder", "csv", "coco", "voc", "yolo", "labelme",
-                                                       "predictions", "predictions-json"])
+                                                       "predictions", "predictions-json", "onnx"])
+    s.add_argument("--model", type=int, help="onnx: the model to export (default: the newest)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("saliency", help="where a model looks in one image (Grad-CAM or VisualBackProp), as a PNG")
@@ -481,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=int, help="stored model id (default: the newest; none trained: ImageNet)")
     s.add_argument("--color", default="label", choices=["label", "prediction"])
     s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("demo", help="write DIR/demo.artannot: the bundled demo collection, labelled and tagged")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("gui", help="open the app (the default)")
     s.add_argument("project", nargs="?")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from artannot.store.db import connect
 from artannot.store.lock import ProjectLock
 
 Progress = Callable[[int, int, str], None]
+log = logging.getLogger(__name__)
 SUFFIX = ".artannot"
 METHODS = ("svm", "linear", "finetune", "adaptive", "frozen", "double", "ensemble", "baseline", "auto", "tags")
 
@@ -42,6 +44,8 @@ class Project:
                 self._lock = ProjectLock(self.path)
             self.cache_dir = self.path.with_name(self.path.name + ".d")
             self.cache_dir.mkdir(exist_ok=True)
+            if not create:
+                self._clean_model_folder(conn)
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -49,6 +53,20 @@ class Project:
                 self._lock.release()
             raise
         self.conn = conn
+
+    def _clean_model_folder(self, conn) -> None:
+        """Delete model files that no model names (left by killed or failed runs), an hour old or more."""
+        import sqlite3
+
+        from artannot.store.model_files import remove_orphan_model_files
+
+        try:
+            removed = remove_orphan_model_files(conn, self.cache_dir)
+        except (OSError, sqlite3.Error):  # housekeeping never stops a project from opening
+            return
+        if removed:
+            log.info("removed %d model file%s of interrupted or failed runs from %s", removed,
+                     "" if removed == 1 else "s", self.cache_dir / "models")
 
     @classmethod
     def create(cls, path: str | Path) -> Project:
@@ -70,7 +88,7 @@ class Project:
     # ---- import -----------------------------------------------------------------------------------
     def import_folder(self, src: str | Path, *, labels_from: str = "folder", split: str = "auto",
                       vocabulary: str | Path | None = None, progress: Progress | None = None,
-                      cancel: threading.Event | None = None):
+                      cancel: threading.Event | None = None, unlabelled_folders: Sequence[str] = ()):
         """Add a folder's images with labels from folder names, file names, none, or a label file
         (`csv:FILE`, `coco:FILE`, `voc:DIR`, `yolo:DIR`, `labelme:DIR`: labels, boxes and splits)."""
         from artannot.data.formats import READERS, read_annotations
@@ -92,7 +110,7 @@ class Project:
         if vocab is not None:
             repo.ensure_classes(self.conn, vocab.classes)
         return import_folder(self.conn, src, labels_from=labels_from, vocabulary=vocab, split=split,
-                             progress=progress, cancel=cancel)
+                             progress=progress, cancel=cancel, unlabelled_folders=unlabelled_folders)
 
     def set_split(self, image_ids: Sequence[int], split: str) -> int:
         """Move images to train, val or test (committed at once); returns how many changed."""
@@ -191,12 +209,12 @@ class Project:
     def feature_cache_path(self) -> Path:
         return self.cache_dir / "features.sqlite"
 
-    def latest_model_id(self) -> int | None:
+    def active_model_id(self) -> int | None:
         """The newest model, the one the grid shows."""
-        return repo.latest_model_id(self.conn)
+        return repo.active_model_id(self.conn)
 
     def _model(self, model_id: int | None):
-        model_id = model_id if model_id is not None else self.latest_model_id()
+        model_id = model_id if model_id is not None else self.active_model_id()
         if model_id is None:
             raise ModelError("no trained model yet: run `artannot train` (or Train in the app) first")
         row = repo.get_model(self.conn, model_id)
@@ -230,7 +248,7 @@ class Project:
     def evaluate(self, model_id: int | None = None, split: str | None = "test") -> dict:
         """Top-1/top-5, per class and confusion of a model's stored predictions on a split (mAP per tag for
         a tag model)."""
-        from artannot.ml.metrics import evaluate_ranked
+        from artannot.ml.metrics import calibration, evaluate_ranked
 
         row = self._model(model_id)
         if row["method"] == "tags":
@@ -243,6 +261,13 @@ class Project:
             raise ModelError(f"no labelled images in the {split} split to evaluate on")
         ranked = repo.predictions_by_image(self.conn, row["id"])
         result = evaluate_ranked(truth, ranked, class_ids, repo.class_names(self.conn))
+        top = dict(self.conn.execute("SELECT image_id, score FROM predictions WHERE model_id = ? AND rank = 1",
+                                     (row["id"],)).fetchall())
+        seen = [i for i in truth if i in top and ranked.get(i)]
+        cal = calibration(np.array([top[i] for i in seen]), np.array([ranked[i][0] == truth[i] for i in seen]))
+        result["ece"], result["calibration"] = cal["ece"], cal
+        metrics = json.loads(row["metrics"] or "{}")
+        result["estimate"] = metrics.get("estimate")
         result["model"] = row["id"]
         result["split"] = split
         return result
@@ -341,6 +366,12 @@ class Project:
         return [(ids[j], float(d)) for j, d in zip(idx[0], dist[0], strict=True)]
 
     # ---- export -----------------------------------------------------------------------------------
+    def export_onnx(self, out: str | Path, *, model_id: int | None = None) -> tuple[Path, Path]:
+        """A model as OUT/model.onnx (image tensor -> probabilities) and OUT/model.json (see ml/onnx_export.py)."""
+        from artannot.ml.onnx_export import export_onnx
+
+        return export_onnx(self.conn, self._model(model_id), out)
+
     def export(self, out: str | Path, fmt: str, *, progress: Progress | None = None) -> int:
         """Write the curated set or predictions in a format other tools read; returns rows written."""
         from artannot.data.export import export

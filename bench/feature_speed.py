@@ -2,7 +2,7 @@
 
 The app path decodes files safely, transforms them in DataLoader workers and runs the backbone with the
 runtime's fast path; the raw path runs only the forward on tensors prepared beforehand. Target: ratio >= 0.8.
-Usage: python bench/feature_speed.py [--images resources/demo] [--device auto] [--repeat 2]
+Usage: python bench/feature_speed.py [--images artannot/resources/demo] [--device auto] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from artannot.ml.features import extract_features
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", default="resources/demo")
+    ap.add_argument("--images", default="artannot/resources/demo")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=32)

@@ -8,7 +8,7 @@ The raw path is timed before and after the loop and averaged, so a machine that 
 during the run does not bias the ratio. Prints JSON.
 On a GPU the defaults are larger (1024 images, the folder's files repeated; batch 64; 3 epochs) so that
 startup costs (worker processes, cuDNN heuristics) are amortised as in a real run.
-Usage: python bench/finetune_speed.py [--images resources/demo] [--limit N] [--epochs N] [--device auto]
+Usage: python bench/finetune_speed.py [--images artannot/resources/demo] [--limit N] [--epochs N] [--device auto]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from artannot.ml.finetune import (  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", default="resources/demo")
+    ap.add_argument("--images", default="artannot/resources/demo")
     ap.add_argument("--limit", type=int, help="train on this many images (default 96 on CPU, 1024 on a GPU)")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--device", default="auto")

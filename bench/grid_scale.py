@@ -51,11 +51,11 @@ def generate(path: Path, n: int) -> dict:
     from artannot.project import Project
     from artannot.store import queries, repo
     from artannot.store.db import now, write
-    from artannot.store.labels import _new_event
+    from artannot.store.labels import new_event
 
     start = time.perf_counter()
     root = path.parent / "images"
-    demo = sorted((REPO / "resources" / "demo").rglob("*.png"))[:16]
+    demo = sorted((REPO / "artannot" / "resources" / "demo").rglob("*.png"))[:16]
     sizes = []
     from PIL import Image
 
@@ -86,7 +86,7 @@ def generate(path: Path, n: int) -> dict:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ((k + 1, src, rels[k], f"{k + 1:064x}", *sizes[k % len(sizes)], str(splits[k]), stamp)
                  for k in range(n)))
-            event = _new_event(conn, "label", "rule", "bench labels")
+            event = new_event(conn, "label", "rule", "bench labels")
             truth = rng.integers(0, N_CLASSES, n)
             labelled = rng.random(n) < 0.9
             conn.executemany(

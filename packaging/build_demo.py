@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the bundled demo collection resources/demo/ from Debian's openclipart-png package."""
+"""Build the bundled demo collection artannot/resources/demo/ from Debian's openclipart-png package."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO_ROOT / "resources" / "demo"
+DEFAULT_OUT = REPO_ROOT / "artannot" / "resources" / "demo"
 PACKAGE = "openclipart-png"
 PNG_DIR = Path("usr/share/openclipart/png")
 DOC_DIR = Path("usr/share/doc") / PACKAGE
@@ -264,7 +264,7 @@ and takes at most {max_per_label} evenly spaced over that sorted list:
 apt-get download openclipart-png && python packaging/build_demo.py openclipart-png_*.deb
 ```
 
-The script deletes and recreates `resources/demo/` and is deterministic for a given package version
+The script deletes and recreates `artannot/resources/demo/` and is deterministic for a given package version
 and Pillow version.
 
 ## The package's copyright file (`/{DOC_DIR}/copyright`)

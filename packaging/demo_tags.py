@@ -1,4 +1,4 @@
-"""Write resources/demo/tags.csv: multi-label tags for the bundled demo collection.
+"""Write artannot/resources/demo/tags.csv: multi-label tags for the bundled demo collection.
 
 Two kinds of tag, both reproducible from what is bundled:
 - the openclipart category path each picture came from (MANIFEST.csv `source_path`): its top-level group
@@ -8,7 +8,7 @@ Two kinds of tag, both reproducible from what is bundled:
 
 Colour tags cut across classes, so a tag model has to look at the picture, not the label. They are noisy
 on purpose, like tags scraped from a web site: a curator corrects them in the Tags panel.
-Run: python packaging/demo_tags.py [--demo resources/demo]
+Run: python packaging/demo_tags.py [--demo artannot/resources/demo]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def category_tags(source_path: str, label: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo", type=Path, default=Path(__file__).resolve().parents[1] / "resources" / "demo")
+    parser.add_argument("--demo", type=Path, default=Path(__file__).resolve().parents[1] / "artannot" / "resources" / "demo")
     args = parser.parse_args(argv)
     rows = []
     with open(args.demo / "MANIFEST.csv", newline="", encoding="utf-8") as fh:

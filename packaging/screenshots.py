@@ -3,7 +3,7 @@
 Usage: QT_QPA_PLATFORM=offscreen python packaging/screenshots.py [--shot main|tags] [--out FILE.png]
   main (default): trains an SVM through the window's own training job, selects an image the
         model disagrees with and saves the window as docs/main_window.png.
-  tags: also imports resources/demo/tags.csv and trains a tag model (`--method tags`) after the class model
+  tags: also imports artannot/resources/demo/tags.csv and trains a tag model (`--method tags`) after the class model
         (it reuses the cached features), selects an image the tag model has suggestions for, and saves the
         right-hand column (the image and its Tags dock) as docs/tags_panel.png.
 Builds a throwaway demo project each time.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "resources" / "demo"
+DEMO = REPO / "artannot" / "resources" / "demo"
 OUTS = {"main": "main_window.png", "tags": "tags_panel.png"}
 TAGS_EXAMPLE = "pattern-triangles-byzantine-2.png"  # shown when its tag model has a suggestion over threshold
 

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # tests never need a display
 
 
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "artannot" / "resources" / "demo"
 # Five visually distinct classes: a model learns them from a few images, and top-5 lists are full.
 DEMO_CLASSES = ("fish", "roadsigns", "smilies", "stickmen", "dinosaurs")
 PER_CLASS = 8

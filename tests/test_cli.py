@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "resources" / "demo"
+DEMO = REPO / "artannot" / "resources" / "demo"
 
 
 def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
