@@ -210,7 +210,7 @@ class Project:
         return self.cache_dir / "features.sqlite"
 
     def active_model_id(self) -> int | None:
-        """The newest model, the one the grid shows."""
+        """The active model (the curator's choice, else the best by honest estimate): the one the grid shows."""
         return repo.active_model_id(self.conn)
 
     def _model(self, model_id: int | None):

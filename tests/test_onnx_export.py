@@ -25,7 +25,7 @@ def _agreement(project_path: Path, out: Path, model_id: int | None = None) -> tu
 
     with Project(project_path) as p:
         onnx_path, json_path = p.export_onnx(out, model_id=model_id)
-        row = repo.get_model(p.conn, model_id if model_id is not None else p.latest_model_id())
+        row = repo.get_model(p.conn, model_id if model_id is not None else p.active_model_id())
         images = repo.all_images(p.conn)
         items = [(path, sha) for _, path, sha in images]
         # ArtAnnot's own scores in fp32 from freshly computed features (the cache keeps float16 vectors)

@@ -84,6 +84,17 @@ def fold_scores(pred: np.ndarray, y: np.ndarray, splits: list[list[tuple]]) -> l
     return [float((pred[te] == y[te]).mean()) for split in splits for _, te in split]
 
 
+def score_folds(oofs: list[np.ndarray], classes: np.ndarray, y: np.ndarray, y_idx: np.ndarray,
+                splits: list[list[tuple]]) -> tuple[float, float, float, list[float], str | None]:
+    """(mean top-1, calibrated log-loss, temperature, per-fold top-1, why collapsed) of out-of-fold margins."""
+    preds = [classes[o.argmax(1)] for o in oofs]
+    acc = float(np.mean([(p == y).mean() for p in preds]))
+    temperature = fit_temperature(np.concatenate(oofs), np.tile(y_idx, len(oofs)))
+    nll = mean_nll(temperature * oofs[0], y_idx)
+    scores = [s for p, split in zip(preds, splits, strict=True) for s in fold_scores(p, y, [split])]
+    return acc, nll, temperature, scores, collapsed(preds[0], y)
+
+
 def collapsed(pred: np.ndarray, y: np.ndarray) -> str | None:
     """Why predictions pred are degenerate (one class for almost everything), or None if they are not.
 
@@ -180,12 +191,7 @@ class SVMClassifier:
             if key not in grams:
                 grams[key] = _kernel(kernel, Xs, Xs, gamma, 0.0)
             oofs = [self._oof(grams[key], y, C, split) for split in splits]
-            preds = [self.classes_[o.argmax(1)] for o in oofs]
-            acc = float(np.mean([(p == y).mean() for p in preds]))
-            temperature = fit_temperature(np.concatenate(oofs), np.tile(y_idx, len(oofs)))
-            nll = mean_nll(temperature * oofs[0], y_idx)
-            scores = [s for p, split in zip(preds, splits, strict=True) for s in fold_scores(p, y, [split])]
-            why = collapsed(preds[0], y)
+            acc, nll, temperature, scores, why = score_folds(oofs, self.classes_, y, y_idx, splits)
             row = {"kernel": kernel, "C": C, "gamma": gamma, "cv_top1": acc, "cv_nll": nll,
                    "cv_std": float(np.std(scores)), "collapsed": why}
             self.cv_results_.append(row)

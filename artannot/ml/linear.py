@@ -20,16 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from artannot.errors import Cancelled
 from artannot.ml.arrays import load_npz, save_npz
-from artannot.ml.classifiers import (
-    collapsed,
-    cv_splits,
-    fit_temperature,
-    fold_scores,
-    mean_nll,
-    one_blas_thread,
-    quick_sklearn,
-    training_set,
-)
+from artannot.ml.classifiers import cv_splits, one_blas_thread, quick_sklearn, score_folds, training_set
 
 Progress = Callable[[int, int, str], None]
 
@@ -81,12 +72,7 @@ class LinearProbe:
                         if cancel is not None and cancel.is_set():
                             raise Cancelled("training cancelled")
                         oofs = [self._oof(Xs, y, C, split) for split in splits]
-                        preds = [self.classes_[o.argmax(1)] for o in oofs]
-                        acc = float(np.mean([(p == y).mean() for p in preds]))
-                        t = fit_temperature(np.concatenate(oofs), np.tile(y_idx, len(oofs)))
-                        nll = mean_nll(t * oofs[0], y_idx)
-                        scores = [s for p, split in zip(preds, splits, strict=True) for s in fold_scores(p, y, [split])]
-                        why = collapsed(preds[0], y)
+                        acc, nll, t, scores, why = score_folds(oofs, self.classes_, y, y_idx, splits)
                         self.cv_results_.append({"C": C, "cv_top1": acc, "cv_nll": nll, "cv_std": float(np.std(scores)),
                                                  "collapsed": why})
                         if why is None and (best is None or (acc, -nll) > best[0]):
