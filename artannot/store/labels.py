@@ -142,7 +142,11 @@ def _event(conn: sqlite3.Connection, row: sqlite3.Row) -> Event:
     from artannot.store import tags
 
     n = conn.execute("SELECT COUNT(*) FROM labels WHERE event_id = ?", (row["id"],)).fetchone()[0]
+    from artannot.store import proposals
+
     n += _boxes().count_for_event(conn, row["id"]) + tags.count_for_event(conn, row["id"])
+    if not n:  # a rejection changes no box: count the proposals it reviewed
+        n = proposals.count_for_event(conn, row["id"])
     return Event(row["id"], row["kind"], row["description"], n)
 
 

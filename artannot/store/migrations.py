@@ -122,7 +122,14 @@ def _v4_relative_model_paths(conn: sqlite3.Connection) -> None:
     migrate_model_paths(conn, cache_dir)
 
 
-MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths}
+def _v5_proposals(conn: sqlite3.Connection) -> None:
+    """Boxes a detector proposes, reviewed (accepted, rejected) with undo (store/proposals.py)."""
+    from artannot.store.proposals import create_schema
+
+    create_schema(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths, 5: _v5_proposals}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

@@ -82,6 +82,10 @@ def delete_model(conn: sqlite3.Connection, cache_dir: Path, model_id: int) -> li
         for table in ("predictions", "suspects", "tag_predictions"):
             if table in tables:
                 conn.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
+        if "proposals" in tables:
+            from artannot.store.proposals import forget_model
+
+            forget_model(conn, model_id)
         conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
         conn.execute("DELETE FROM meta WHERE key = ? AND value = ?", (ACTIVE_KEY, str(model_id)))
     removed = []
