@@ -10,6 +10,7 @@ from pathlib import Path
 
 from artannot import __version__
 from artannot.errors import ArtAnnotError
+from artannot.ml import tasks
 
 
 class ProgressBar:
@@ -430,12 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on the curated labels")
     s.add_argument("project")
-    s.add_argument("--method", default="svm",
-                   metavar="svm|linear|finetune|adaptive|frozen|double|ensemble|baseline|auto|tags",
-                   help="svm/linear: classifier on ImageNet features; finetune/adaptive/frozen/double: train the"
-                        " network; ensemble: average --models; baseline: ImageNet classes via --mapping;"
-                        " auto: pick by accuracy within --budget; tags: multi-label tag model on the curated tags"
-                        " (--option from_model=ID for a fine-tuned network's features)")
+    s.add_argument("--method", default="svm", metavar="|".join(tasks.methods()),
+                   help="; ".join(f"{m}: {d}" for m, d in tasks.methods().items())
+                        + " (--option from_model=ID for a fine-tuned network's features)")
     s.add_argument("--backbone", default="efficientnet_lite0")
     s.add_argument("--epochs", type=int)
     s.add_argument("--device", default="auto")

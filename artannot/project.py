@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from artannot.errors import ArtAnnotError, ModelError, ProjectError
+from artannot.ml import tasks
 from artannot.store import labels as label_store
 from artannot.store import repo
 from artannot.store import tags as tag_store
@@ -20,7 +20,7 @@ from artannot.store.lock import ProjectLock
 Progress = Callable[[int, int, str], None]
 log = logging.getLogger(__name__)
 SUFFIX = ".artannot"
-METHODS = ("svm", "linear", "finetune", "adaptive", "frozen", "double", "ensemble", "baseline", "auto", "tags")
+METHODS = tuple(tasks.methods())  # every task's methods: classify, tags, detect (ml/tasks.py)
 
 
 class Project:
@@ -227,58 +227,33 @@ class Project:
               progress: Progress | None = None, cancel: threading.Event | None = None):
         """Train on the labelled train split, store the model, predict every image, evaluate on test.
 
-        method is one of METHODS (see ml/methods.py); options holds the method's settings (learning rates,
+        method is one of METHODS (ml/tasks.py dispatches it to its task); options holds the method's settings (learning rates,
         layer groups, --models, --mapping, --intermediate, the auto time budget...). Returns a TrainResult
         (None only in the non-zero processes of a torchrun job).
         """
-        from artannot.ml.methods import TrainRequest
-        from artannot.ml.methods import train as run_method
+        from artannot.ml.task import TrainRequest
 
         if method not in METHODS:
             raise ModelError(f"unknown --method {method}; choose one of: {', '.join(METHODS)}")
         request = TrainRequest(method, backbone=backbone, epochs=epochs, then_svm=then_svm, options=dict(options or {}))
-        return run_method(self.conn, self.cache_dir, request, device=device, progress=progress, cancel=cancel)
+        return tasks.train(self.conn, self.cache_dir, request, device=device, progress=progress, cancel=cancel)
 
     def models(self) -> list[dict]:
         """Every trained model with its method, backbone and test scores, oldest first (to compare them)."""
-        from artannot.ml.training import list_models
-
-        return list_models(self.conn)
+        return tasks.list_models(self.conn)
 
     def evaluate(self, model_id: int | None = None, split: str | None = "test") -> dict:
         """Top-1/top-5, per class and confusion of a model's stored predictions on a split (mAP per tag for
         a tag model)."""
-        from artannot.ml.metrics import calibration, evaluate_ranked
-
-        row = self._model(model_id)
-        if row["method"] == "tags":
-            from artannot.ml.tagging import evaluate_tag_model
-
-            return evaluate_tag_model(self.conn, row, split)
-        class_ids = json.loads(row["classes"])
-        truth = {i: c for i, _, _, c in repo.labelled_images(self.conn, split, label_store.TRAINABLE_SOURCES)}
-        if not truth:
-            raise ModelError(f"no labelled images in the {split} split to evaluate on")
-        ranked = repo.predictions_by_image(self.conn, row["id"])
-        result = evaluate_ranked(truth, ranked, class_ids, repo.class_names(self.conn))
-        top = dict(self.conn.execute("SELECT image_id, score FROM predictions WHERE model_id = ? AND rank = 1",
-                                     (row["id"],)).fetchall())
-        seen = [i for i in truth if i in top and ranked.get(i)]
-        cal = calibration(np.array([top[i] for i in seen]), np.array([ranked[i][0] == truth[i] for i in seen]))
-        result["ece"], result["calibration"] = cal["ece"], cal
-        metrics = json.loads(row["metrics"] or "{}")
-        result["estimate"] = metrics.get("estimate")
-        result["model"] = row["id"]
-        result["split"] = split
-        return result
+        return tasks.evaluate(self.conn, self.cache_dir, self._model(model_id), split)
 
     def predict_files(self, paths: Sequence[str | Path], *, model_id: int | None = None, top: int = 5,
                       progress: Progress | None = None, cancel: threading.Event | None = None
                       ) -> list[tuple[str, list[tuple[str, float]]]]:
         """Top-k (class, score) of image files that need not be in the project."""
         from artannot.data.images import sha256_file
+        from artannot.ml.classify.methods import score_model
         from artannot.ml.device import select_runtime
-        from artannot.ml.methods import score_model
 
         row = self._model(model_id)
         items = []
@@ -298,7 +273,7 @@ class Project:
 
     # ---- suspects ---------------------------------------------------------------------------------
     def suspects(self, top: int | None = 50, *, model_id: int | None = None, flagged_only: bool = False):
-        """Images whose label a model finds most likely wrong, most suspect first (see ml/suspects.py)."""
+        """Images whose label a model finds most likely wrong, most suspect first (see ml/classify/suspects.py)."""
         from artannot.store.queries import top_suspects
 
         if top is not None and top < 1:

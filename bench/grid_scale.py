@@ -103,7 +103,7 @@ def generate(path: Path, n: int) -> dict:
                 "INSERT INTO predictions(model_id, image_id, rank, class_id, score) VALUES (?, ?, ?, ?, ?)",
                 ((model, k + 1, r + 1, class_ids[top[k, r]], float(scores[k, top[k, r]]))
                  for k in range(n) for r in range(5)))
-            from artannot.ml.suspects import score_labels
+            from artannot.ml.classify.suspects import score_labels
 
             lab = np.flatnonzero(labelled)
             res = score_labels(scores[lab], truth[lab])

@@ -35,8 +35,8 @@ from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artannot.ml.classifiers import SVMClassifier  # noqa: E402
-from artannot.ml.suspects import found_in_top, score_labels  # noqa: E402
+from artannot.ml.classify.classifiers import SVMClassifier  # noqa: E402
+from artannot.ml.classify.suspects import found_in_top, score_labels  # noqa: E402
 
 GRID = {"svc__C": [1, 10], "svc__gamma": ["scale", 1e-4], "svc__kernel": ["rbf", "sigmoid"]}
 
@@ -51,9 +51,9 @@ def demo_dir() -> Path:
 
 def collection_features(folder: Path, work: Path):
     """(X_train, y_train, X_test, y_test) of a folder of class folders, through a real project."""
+    from artannot.ml.classify.training import gather, labelled_xy
     from artannot.ml.device import select_runtime
     from artannot.ml.features import FeatureCache, extract_features
-    from artannot.ml.training import gather, labelled_xy
     from artannot.project import Project
 
     path = work / f"{folder.name}.artannot"

@@ -10,7 +10,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
 from artannot.errors import Cancelled, ModelError
-from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.ml.metrics import evaluate_ranked
 
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from artannot.data.importer import BATCH
-from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.project import Project
 from artannot.store import repo
 from artannot.store.model_files import resolve_model_file

@@ -15,7 +15,7 @@ from artannot.gui.box_editor import BoxEditor
 from artannot.gui.class_dialogs import HotkeyDialog
 from artannot.gui.main_window import MainWindow
 from artannot.gui.thumbnail_grid import BOXES_ROLE
-from artannot.ml.training import Outcome, gather, store_outcome
+from artannot.ml.classify.training import Outcome, gather, store_outcome
 from artannot.project import Project
 from artannot.store import boxes as box_store
 from artannot.store.labels import current_labels_for

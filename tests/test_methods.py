@@ -31,8 +31,9 @@ from artannot.ml.finetune import (
     network_features,
 )
 from artannot.ml.metrics import average_precision, evaluate_ranked, macro_f1
-from artannot.ml.multilabel import TagHead, best_thresholds, evaluate_tags, finetune_tags
-from artannot.project import METHODS, Project
+from artannot.ml.tags.multilabel import TagHead, best_thresholds, evaluate_tags, finetune_tags
+from artannot.ml.classify import METHODS
+from artannot.project import Project
 from artannot.store import repo
 from tests.shapes import make_shape_collection, paint_shape
 
@@ -231,7 +232,7 @@ def test_auto_reports_what_it_chose_and_why(shapes):
         assert p.models()[-1]["chosen"] == roomy.params["chosen"]
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "tags"])  # tags: tests/test_tags.py
+@pytest.mark.parametrize("method", list(METHODS))  # the classify task; tags: tests/test_tags.py
 def test_cancel_stops_every_method_and_stores_nothing(shapes, trained, method, tmp_path):
     (tmp_path / "map.json").write_text('{"circle": ["ping-pong ball"]}')
     extra = {"ensemble": {"models": [trained["svm"], trained["linear"]]}, "double": {"intermediate": str(shapes)},

@@ -127,8 +127,8 @@ AUTO = {"budget_s": 120.0, "used_s": 41.5, "chosen": "svm", "backbone": "efficie
 
 def test_auto_run_shows_its_candidates_in_the_panel_and_the_models_view(qtbot, window):
     # A real one-click run takes minutes on two shared cores: a real SVM stored with the `auto` params a
-    # one-click run writes (ml/auto.py), announced the way the job runner announces a finished training.
-    from artannot.ml.training import TrainResult
+    # one-click run writes (ml/classify/auto.py), announced the way the job runner announces a finished training.
+    from artannot.ml.task import TrainResult
 
     p = window.project
     result = p.train(method="svm", device="cpu")

@@ -17,8 +17,8 @@ def _agreement(project_path: Path, out: Path, model_id: int | None = None) -> tu
     """(share of same top-1, max |p_onnx - p_artannot|, images, sidecar) of an exported model on every image."""
     import torch
 
+    from artannot.ml.classify.methods import score_model
     from artannot.ml.device import Runtime
-    from artannot.ml.methods import score_model
     from artannot.ml.onnx_export import preprocess
     from artannot.project import Project
     from artannot.store import repo
@@ -112,8 +112,8 @@ def test_tag_model_exports_with_sigmoid_outputs_and_thresholds(demo_project, tmp
     from artannot.cli import main
     from artannot.ml.device import Runtime
     from artannot.ml.features import extract_features
-    from artannot.ml.multilabel import TagHead
     from artannot.ml.onnx_export import preprocess
+    from artannot.ml.tags.multilabel import TagHead
     from artannot.project import Project
     from artannot.store import repo
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from artannot.errors import ArtAnnotError
-from artannot.ml.training import Outcome, gather, store_outcome
+from artannot.ml.classify.training import Outcome, gather, store_outcome
 from artannot.project import Project
 from artannot.store import boxes as box_store
 from artannot.store import classes as C

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from artannot.data.images import load_image
 from artannot.errors import ModelError
 from artannot.ml.backbones import _wrap_resnet, _wrap_vgg, get_spec, load_backbone
-from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.ml.saliency import (
     ModelSource,
     SVMHead,

@@ -18,7 +18,7 @@ import torch
 
 from artannot.errors import ModelError, ProjectError
 from artannot.ml.backbones import load_backbone
-from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.project import Project
 from artannot.store import db, migrations, repo
 from artannot.store import labels as L

@@ -11,8 +11,8 @@ from scipy.special import softmax
 from sklearn.datasets import make_classification
 
 from artannot.cli import main
-from artannot.ml.classifiers import SVMClassifier
-from artannot.ml.suspects import class_thresholds, found_in_top, score_labels
+from artannot.ml.classify.classifiers import SVMClassifier
+from artannot.ml.classify.suspects import class_thresholds, found_in_top, score_labels
 from artannot.project import Project
 from artannot.store import labels as L
 from artannot.store import queries

@@ -226,7 +226,7 @@ def test_cli_tags_train_evaluate_and_models(scenes, tmp_path, capsys):
 
 def test_rare_tags_get_a_threshold_floor():
     """A tag the head barely learns must not be suggested on every image because its best-F1 cut is tiny."""
-    from artannot.ml.multilabel import TagHead
+    from artannot.ml.tags.multilabel import TagHead
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 8))

@@ -17,9 +17,9 @@ from sklearn.svm import SVC
 
 from artannot.cli import main
 from artannot.errors import ModelError
-from artannot.ml.classifiers import SVMClassifier, collapsed, cv_splits
-from artannot.ml.estimate import nested_estimate
-from artannot.ml.linear import LinearProbe
+from artannot.ml.classify.classifiers import SVMClassifier, collapsed, cv_splits
+from artannot.ml.classify.estimate import nested_estimate
+from artannot.ml.classify.linear import LinearProbe
 from artannot.ml.metrics import calibration
 from artannot.project import Project
 from artannot.store import models as model_store
@@ -71,9 +71,9 @@ def test_the_reported_small_shape_collection_is_not_confidently_wrong(tmp_path):
     ours = np.mean([g == t for g, t in zip(guessed, truth, strict=True)])
     assert max(guessed.count(c) for c in set(guessed)) < 0.6 * len(guessed)  # no collapse onto one class
     # the plain scikit-learn baselines on the same features
+    from artannot.ml.classify.training import gather, labelled_xy
     from artannot.ml.device import select_runtime
     from artannot.ml.features import FeatureCache, extract_features
-    from artannot.ml.training import gather, labelled_xy
 
     with Project(path) as p:
         data = gather(p.conn)

@@ -71,9 +71,9 @@ def _feature_source(source: dict):
 
 def build_graph(cache_dir, row, class_names: dict[int, str], tag_names: dict[int, str] | None = None):
     """(module, sidecar dict) of a stored model row; ModelError for kinds with no single graph."""
-    from artannot.ml.classifiers import SVMClassifier
-    from artannot.ml.linear import LinearProbe
-    from artannot.ml.multilabel import TagHead
+    from artannot.ml.classify.classifiers import SVMClassifier
+    from artannot.ml.classify.linear import LinearProbe
+    from artannot.ml.tags.multilabel import TagHead
 
     pred = model_predictor(cache_dir, row)[1]  # its files, under this project's cache folder
     kind = pred["kind"]

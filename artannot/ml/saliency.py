@@ -255,7 +255,7 @@ def load_explainer(conn: sqlite3.Connection, source: ModelSource, net: nn.Module
         return Explainer(source, net, head, [names.get(c, str(c)) for c in source.class_ids],
                          proba=lambda s: torch.softmax(s.float(), 1))
     if source.head == "svm":
-        from artannot.ml.classifiers import SVMClassifier
+        from artannot.ml.classify.classifiers import SVMClassifier
 
         clf = SVMClassifier.load(source.head_path)
         t = float(clf.temperature_)
@@ -263,13 +263,13 @@ def load_explainer(conn: sqlite3.Connection, source: ModelSource, net: nn.Module
                          proba=lambda s: torch.softmax(t * s.float(), 1),
                          baseline=torch.as_tensor(np.asarray(clf.mean_), dtype=torch.float32))
     if source.head == "linear":
-        from artannot.ml.linear import LinearProbe
+        from artannot.ml.classify.linear import LinearProbe
 
         probe = LinearProbe.load(source.head_path)
         return Explainer(source, net, LinearHead(probe), [names.get(int(c), str(c)) for c in probe.classes_],
                          baseline=torch.as_tensor(np.asarray(probe.mean_), dtype=torch.float32))
     if source.head == "tags":  # where the model sees a tag: the sigmoid head's logit of that tag
-        from artannot.ml.multilabel import TagHead
+        from artannot.ml.tags.multilabel import TagHead
 
         tags = TagHead.load(source.head_path)
         probe = SimpleNamespace(mean_=tags.mean_, scale_=tags.scale_, coef_=tags.coef_.T, intercept_=tags.intercept_)

@@ -258,7 +258,7 @@ def latest_tag_model_id(conn: sqlite3.Connection) -> int | None:
 
 
 def model_thresholds(conn: sqlite3.Connection, model_id: int) -> dict[int, float]:
-    """A tag model's decision threshold per tag id (ml/tagging.py stores them in its params; ids, so a renamed
+    """A tag model's decision threshold per tag id (ml/tags/train.py stores them in its params; ids, so a renamed
     tag keeps its threshold)."""
     row = conn.execute("SELECT params, classes FROM models WHERE id = ?", (model_id,)).fetchone()
     if row is None:

@@ -1,6 +1,6 @@
 """The train use case's shared ends: what to train on, and storing a finished run.
 
-Every method (ml/methods.py) gathers its data with `gather`, scores every image, and hands an `Outcome` to
+Every method (ml/classify/methods.py) gathers its data with `gather`, scores every image, and hands an `Outcome` to
 `store_outcome`, the one code path that writes a model row, its top-5 predictions for every image and its
 metrics (test top-1/top-5, per class, confusion, macro-F1, training curves) in one transaction: a model
 appears complete or not at all, and a cancelled run leaves nothing behind.
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from artannot.errors import Cancelled, ModelError
+from artannot.ml.classify.suspects import store_suspects
 from artannot.ml.metrics import evaluate_ranked
-from artannot.ml.suspects import store_suspects
+from artannot.ml.task import TrainResult, jsonable
 from artannot.store import repo
 from artannot.store.db import write
 from artannot.store.labels import TRAINABLE_SOURCES
@@ -28,22 +29,10 @@ from artannot.store.model_files import (
     project_cache_dir,
     relative_model_file,
     relative_params,
-    resolve_model_file,
 )
 
 Progress = Callable[[int, int, str], None]
 TOP_K = 5
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run produced."""
-
-    model_id: int
-    metrics: dict
-    params: dict
-    seconds: float
-    method: str = "svm"
 
 
 @dataclass(frozen=True)
@@ -190,7 +179,7 @@ def store_outcome(conn: sqlite3.Connection, data: TrainData, outcome: Outcome, *
 
 def check_not_collapsed(data: TrainData, outcome: Outcome) -> None:
     """Refuse to store a model that answers one class for (almost) every image: it learned the prior."""
-    from artannot.ml.classifiers import collapsed
+    from artannot.ml.classify.classifiers import collapsed
 
     if outcome.method == "tags" or outcome.scores.ndim != 2 or len(outcome.class_ids) < 2:
         return
@@ -227,37 +216,21 @@ def calibration_on_test(data: TrainData, outcome: Outcome, truth: dict[int, int]
     return calibration(np.array(conf), np.array(correct))
 
 
-def jsonable(value):
-    """numpy scalars and arrays, and paths, as JSON values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+def evaluate_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, split: str | None = "test") -> dict:
+    """Top-1/top-5, per class, confusion and calibration of a model's stored predictions on a split (the
+    classify task's `evaluate`)."""
+    from artannot.ml.metrics import calibration
 
-
-def list_models(conn: sqlite3.Connection) -> list[dict]:
-    """Every stored model with its headline numbers, oldest first (the `models` command's table)."""
-    from artannot.store.models import active_model_id
-
-    active = active_model_id(conn)
-    out = []
-    cache_dir = project_cache_dir(conn)
-    for r in conn.execute("SELECT id, backbone, method, params, metrics, checkpoint, created_at FROM models"
-                          " ORDER BY id"):
-        params, metrics = json.loads(r["params"] or "{}"), json.loads(r["metrics"] or "{}")
-        out.append({
-            "id": r["id"], "method": r["method"], "backbone": r["backbone"], "created_at": r["created_at"],
-            "chosen": params.get("chosen"), "summary": params.get("summary", ""),
-            "top1": metrics.get("top1"), "top5": metrics.get("top5"), "macro_f1": metrics.get("macro_f1"),
-            "map": metrics.get("map"), "estimate": (metrics.get("estimate") or {}).get("top1"),
-            "estimate_std": (metrics.get("estimate") or {}).get("std"),
-            "estimate_kind": (metrics.get("estimate") or {}).get("kind"),
-            "ece": (metrics.get("calibration") or {}).get("ece"),
-            "n": metrics.get("n"), "seconds": metrics.get("seconds"), "epochs": len(metrics.get("curves", [])),
-            "checkpoint": str(resolve_model_file(cache_dir, r["checkpoint"])) if r["checkpoint"] else None,
-            "active": r["id"] == active,
-        })
-    return out
+    class_ids = json.loads(row["classes"])
+    truth = {i: c for i, _, _, c in repo.labelled_images(conn, split, TRAINABLE_SOURCES)}
+    if not truth:
+        raise ModelError(f"no labelled images in the {split} split to evaluate on")
+    ranked = repo.predictions_by_image(conn, row["id"])
+    result = evaluate_ranked(truth, ranked, class_ids, repo.class_names(conn))
+    top = dict(conn.execute("SELECT image_id, score FROM predictions WHERE model_id = ? AND rank = 1",
+                            (row["id"],)).fetchall())
+    seen = [i for i in truth if i in top and ranked.get(i)]
+    cal = calibration(np.array([top[i] for i in seen]), np.array([ranked[i][0] == truth[i] for i in seen]))
+    result["ece"], result["calibration"] = cal["ece"], cal
+    result["estimate"] = json.loads(row["metrics"] or "{}").get("estimate")
+    return result

@@ -1,6 +1,6 @@
 """`train --method tags`: a multi-label tag model on the curated tags (Illustration2Vec), stored and evaluated.
 
-A sigmoid head with binary cross-entropy (ml/multilabel.py TagHead) on deep features: the backbone's
+A sigmoid head with binary cross-entropy (ml/tags/multilabel.py TagHead) on deep features: the backbone's
 ImageNet features, or with option from_model=ID those of a fine-tuned network (the science notes' "fine-tune,
 then a classifier on its features"). Each tag gets the threshold that maximises its out-of-fold F1. The model
 row (method 'tags') holds the thresholds and per-tag AP on the test split; every image's tag probabilities go
@@ -16,13 +16,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from artannot.errors import Cancelled, ModelError
 from artannot.ml.device import select_runtime
-from artannot.ml.multilabel import TagHead, evaluate_tags
-from artannot.ml.training import TrainData, TrainResult, jsonable
+from artannot.ml.tags.multilabel import TagHead, evaluate_tags
+from artannot.ml.task import Context, TrainResult, jsonable
 from artannot.store import repo
 from artannot.store import tags as tag_store
 from artannot.store.db import write
@@ -48,8 +49,6 @@ def tag_matrix(images: dict[int, set[int]], row_of: dict[int, int], ok: np.ndarr
 def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = "auto", progress=None,
                cancel: threading.Event | None = None) -> TrainResult:
     """Train, evaluate and store a tag model; progress and cancel as for every method."""
-    from artannot.ml.methods import Context, features_for
-
     started = time.perf_counter()
     names = tag_store.tag_names(conn)
     train = tag_store.tagged_images(conn, "train")
@@ -62,9 +61,9 @@ def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = 
                          " before training a tag model")
     skipped = sorted(names[t] for t in names if t not in tag_ids and counts[t] > 0)
     everything = repo.all_images(conn)
-    data = TrainData(train=[], val=[], everything=everything, test={}, names={})
+    data = SimpleNamespace(items=[(p, sha) for _, p, sha in everything])  # what Context.features reads
     ctx = Context(conn, Path(cache_dir), data, select_runtime(device), progress, cancel)
-    feats, ok, features, req = features_for(ctx, req)
+    feats, ok, features, req = ctx.features(req)
     ctx.check()
     row_of = {image_id: k for k, (image_id, _, _) in enumerate(everything)}
     rows, Y = tag_matrix(train, row_of, ok, tag_ids)

@@ -20,23 +20,22 @@ import torch
 
 from artannot.errors import ModelError
 from artannot.ml.backbones import list_backbones, load_backbone, weights_available
-from artannot.ml.classifiers import SVMClassifier
-from artannot.ml.device import Runtime
-from artannot.ml.estimate import nested_estimate
-from artannot.ml.linear import LinearProbe
-from artannot.ml.methods import (
+from artannot.ml.classify.classifiers import SVMClassifier
+from artannot.ml.classify.estimate import nested_estimate
+from artannot.ml.classify.linear import LinearProbe
+from artannot.ml.classify.methods import (
     DEFAULT_BUDGET_S,
     DEFAULT_EPOCHS,
-    Context,
-    TrainRequest,
     fit_network,
     labelled_outcome,
     network_outcome,
     run_name,
     split_validation,
 )
+from artannot.ml.classify.training import Outcome, labelled_xy
+from artannot.ml.device import Runtime
 from artannot.ml.networks import build_network, network_features, sized_spec
-from artannot.ml.training import Outcome, labelled_xy
+from artannot.ml.task import Context, TrainRequest
 
 MIN_EPOCHS = 2
 TAIL_MARGIN_S = 10.0  # SVM fits and storing after the last epoch

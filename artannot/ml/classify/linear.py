@@ -20,7 +20,13 @@ from sklearn.preprocessing import StandardScaler
 
 from artannot.errors import Cancelled
 from artannot.ml.arrays import load_npz, save_npz
-from artannot.ml.classifiers import cv_splits, one_blas_thread, quick_sklearn, score_folds, training_set
+from artannot.ml.classify.classifiers import (
+    cv_splits,
+    one_blas_thread,
+    quick_sklearn,
+    score_folds,
+    training_set,
+)
 
 Progress = Callable[[int, int, str], None]
 

@@ -1,7 +1,7 @@
 """Multi-label tags (Illustration2Vec): sigmoid outputs with binary cross-entropy, a threshold per tag, mAP.
 
 Two ways to train, both on multi-hot targets (N × tags): `TagHead`, a sigmoid layer on frozen deep
-features (what `train --method tags` stores, ml/tagging.py), and `finetune_tags`, the shared fine-tuning
+features (what `train --method tags` stores, ml/tags/train.py), and `finetune_tags`, the shared fine-tuning
 loop with a sigmoid head (global average pooling + linear, as in Illustration2Vec's conv head). Each tag's
 threshold maximises its F1 on out-of-fold (head) or validation (network) scores; TagHead floors it at 0.2.
 """

@@ -13,22 +13,22 @@ import json
 import random
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from artannot.errors import Cancelled, ModelError
+from artannot.errors import ModelError
 from artannot.ml.backbones import load_backbone
-from artannot.ml.classifiers import SVMClassifier
+from artannot.ml.classify.classifiers import SVMClassifier
+from artannot.ml.classify.linear import LinearProbe
+from artannot.ml.classify.suspects import out_of_fold_scores
+from artannot.ml.classify.training import Outcome, TrainData, gather, labelled_xy, store_outcome
 from artannot.ml.device import Runtime, select_runtime
 from artannot.ml.features import FeatureCache, extract_features
 from artannot.ml.finetune import FineTuneConfig, FitResult, dist_info, fit
-from artannot.ml.linear import LinearProbe
 from artannot.ml.networks import (
     DEFAULTS,
     build_network,
@@ -39,66 +39,12 @@ from artannot.ml.networks import (
     replace_head,
     save_network,
 )
-from artannot.ml.suspects import out_of_fold_scores
-from artannot.ml.training import Outcome, TrainData, TrainResult, gather, labelled_xy, store_outcome
+from artannot.ml.task import Context, Progress, TrainRequest, TrainResult
 from artannot.store.model_files import model_predictor
 
-Progress = Callable[[int, int, str], None]
 Images = list[tuple[int, str, str, int]]
 DEFAULT_EPOCHS = {"finetune": 8, "adaptive": 10, "frozen": 8, "double": 6}
 DEFAULT_BUDGET_S = 120.0  # the one-click budget, beside the Train button and in the Train dialog
-
-
-@dataclass
-class TrainRequest:
-    """What the curator asked for (CLI flags, the Train dialog, a training/ recipe)."""
-
-    method: str
-    backbone: str = "efficientnet_lite0"
-    epochs: int | None = None
-    then_svm: bool = False
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class Context:
-    """Where a method runs: the project, its data, the device, progress and cancel."""
-
-    conn: sqlite3.Connection
-    cache_dir: Path
-    data: TrainData
-    runtime: Runtime
-    progress: Progress | None = None
-    cancel: threading.Event | None = None
-    started: float = field(default_factory=time.perf_counter)
-    clock: float = field(default_factory=time.monotonic)
-
-    def check(self) -> None:
-        """Stop here if the curator cancelled."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise Cancelled("training cancelled")
-
-    @property
-    def models_dir(self) -> Path:
-        return self.cache_dir / "models"
-
-    def feature_cache(self) -> FeatureCache:
-        return FeatureCache(self.cache_dir / "features.sqlite")
-
-    def imagenet_features(self, backbone: str, items: Sequence[tuple[str, str]] | None = None):
-        """ImageNet penultimate features of every image (or of items), cached per (backbone, image hash)."""
-        cache = self.feature_cache()
-        try:
-            return extract_features(self.data.items if items is None else items, backbone=backbone, cache=cache,
-                                    runtime=self.runtime, progress=self.progress, cancel=self.cancel)
-        finally:
-            cache.close()
-
-    def staged(self, prefix: str) -> Progress | None:
-        """The progress callback with a prefix on its stage names."""
-        if self.progress is None:
-            return None
-        return lambda done, total, stage: self.progress(done, total, f"{prefix}{stage}")
 
 
 Method = Callable[[Context, TrainRequest], Outcome | None]
@@ -112,16 +58,13 @@ def _register(name: str) -> Callable[[Method], Method]:
     return deco
 
 
-def train(conn: sqlite3.Connection, cache_dir: Path, req: TrainRequest, *, device: str = "auto",
-          progress: Progress | None = None, cancel: threading.Event | None = None) -> TrainResult | None:
-    """Run a method on the project's labelled train split and store the model with its predictions."""
-    if req.method == "tags":  # multi-label: trains on tags, not class labels (ml/tagging.py)
-        from artannot.ml.tagging import train_tags
-
-        return train_tags(conn, Path(cache_dir), req, device=device, progress=progress, cancel=cancel)
+def train_classify(conn: sqlite3.Connection, cache_dir: Path, req: TrainRequest, *, device: str = "auto",
+                   progress: Progress | None = None, cancel: threading.Event | None = None) -> TrainResult | None:
+    """Run a classification method on the project's labelled train split and store the model with its
+    predictions (the classify task's `train`)."""
     fn = REGISTRY.get(req.method)
     if fn is None:
-        raise ModelError(f"unknown method {req.method!r}; choose one of: {', '.join(REGISTRY)}, tags")
+        raise ModelError(f"unknown classification method {req.method!r}; choose one of: {', '.join(REGISTRY)}")
     if req.epochs is not None and req.epochs < 1:
         raise ModelError("--epochs must be at least 1")
     ctx = Context(conn, Path(cache_dir), gather(conn), select_runtime(device), progress, cancel)
@@ -193,43 +136,17 @@ def cv_estimate(clf) -> dict | None:
             "folds": [round(float(f), 4) for f in getattr(clf, "cv_folds_", [])], "kind": "cv"}
 
 
-def features_for(ctx: Context, req: TrainRequest) -> tuple[np.ndarray, np.ndarray, dict, TrainRequest]:
-    """ImageNet features of the backbone, or (option from_model=ID) those of a stored fine-tuned network."""
-    source = req.options.get("from_model")
-    if source is None:
-        feats, ok = ctx.imagenet_features(req.backbone)
-        return feats, ok, {"backbone": req.backbone}, req
-    from artannot.store import repo
-
-    row = repo.get_model(ctx.conn, int(source))
-    pred = model_predictor(ctx.cache_dir, row)[1] if row is not None else {}
-    path = pred.get("path") if pred.get("kind") == "network" else pred.get("features", {}).get("network")
-    if not path:
-        raise ModelError(f"model {source} has no trained network whose features could be used")
-    model, meta = load_network(path)
-    key = meta.get("run") or Path(path).stem
-    cache = ctx.feature_cache()
-    try:
-        feats, ok = network_features(model, ctx.data.items, ctx.runtime, backbone=meta["backbone"],
-                                     image_size=meta.get("image_size"), cache=cache, key=key,
-                                     progress=ctx.progress, cancel=ctx.cancel)
-    finally:
-        cache.close()
-    features = {"network": str(path), "key": key, "image_size": meta.get("image_size"), "model": int(source)}
-    return feats, ok, features, dataclasses.replace(req, backbone=meta["backbone"])
-
-
 @_register("svm")
 def method_svm(ctx: Context, req: TrainRequest) -> Outcome:
     """Lagunas & Garces "baseline + SVM": one-vs-rest SVM (kernel, C, gamma by CV) on ImageNet features."""
-    feats, ok, features, req = features_for(ctx, req)
+    feats, ok, features, req = ctx.features(req)
     return labelled_outcome(ctx, req, "svm", feats, ok, features, "svm")
 
 
 @_register("linear")
 def method_linear(ctx: Context, req: TrainRequest) -> Outcome:
     """Sabatelli et al. "off the shelf": a logistic-regression probe on frozen ImageNet features."""
-    feats, ok, features, req = features_for(ctx, req)
+    feats, ok, features, req = ctx.features(req)
     return labelled_outcome(ctx, req, "linear", feats, ok, features, "linear")
 
 
@@ -409,7 +326,7 @@ def _model_ids(value) -> list[int]:
 @_register("ensemble")
 def method_ensemble(ctx: Context, req: TrainRequest) -> Outcome:
     """Gonthier ensembles: the average of the chosen models' class scores."""
-    from artannot.ml.ensemble import average_scores
+    from artannot.ml.classify.ensemble import average_scores
     from artannot.store import repo
 
     ids = _model_ids(req.options.get("models"))
@@ -442,7 +359,7 @@ def _imagenet_proba(backbone: str, feats: np.ndarray) -> np.ndarray:
 @_register("baseline")
 def method_baseline(ctx: Context, req: TrainRequest) -> Outcome:
     """Lagunas & Garces baseline: the ImageNet classifier with its classes mapped to ours (no training)."""
-    from artannot.ml.baseline import mapped_scores, read_mapping, resolve_mapping
+    from artannot.ml.classify.baseline import mapped_scores, read_mapping, resolve_mapping
 
     if not req.options.get("mapping"):
         raise ModelError("--method baseline needs --mapping FILE (project class -> ImageNet categories)")
@@ -469,7 +386,7 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
 
     `within`: the ensembles being scored that this model is a member of (a cycle among them is refused).
     """
-    from artannot.ml.baseline import mapped_scores
+    from artannot.ml.classify.baseline import mapped_scores
     from artannot.store import repo
 
     pred = model_predictor(cache_dir, row)[1]  # its files, under this project's cache folder
@@ -480,7 +397,7 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
     cache = FeatureCache(Path(cache_dir) / "features.sqlite")
     try:
         if kind == "ensemble":
-            from artannot.ml.ensemble import average_scores
+            from artannot.ml.classify.ensemble import average_scores
 
             members = []
             chain = (*within, int(row["id"]))
@@ -526,6 +443,6 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
 @_register("auto")
 def method_auto(ctx: Context, req: TrainRequest) -> Outcome | None:
     """The one-click default: SVM first, then adaptive + SVM when the time budget (or a GPU) allows."""
-    from artannot.ml.auto import run_auto
+    from artannot.ml.classify.auto import run_auto
 
     return run_auto(ctx, req)
