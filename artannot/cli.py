@@ -100,6 +100,13 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps({"model": result.model_id, "method": result.method, "metrics": result.metrics,
                           "params": result.params}))
+    elif result.params.get("task") == "detect":
+        m = result.metrics
+        acc = (f"test box mAP {m['map']:.3f} (AP50 {m['map50']:.3f}, AP75 {m['map75']:.3f}) on {m['n']} images"
+               if m.get("map") is not None else "no boxes in the test split to measure box mAP on")
+        print(f"model {result.model_id}: {acc}; {result.params['summary']} ({result.seconds:.1f}s)")
+        if result.params.get("skipped_classes"):
+            print(f"not learned (fewer than 2 training boxes): {', '.join(result.params['skipped_classes'])}")
     elif result.method == "tags":
         m = result.metrics
         acc = f"test mAP {m['map']:.1%} on {m['n']} tagged images" if m.get("n") else "no tagged test images"
@@ -165,9 +172,23 @@ def cmd_models(args) -> int:
 
 def cmd_evaluate(args) -> int:
     with _open(args.project) as project:
-        result = project.evaluate(args.model, split=args.split)
+        model = args.model
+        if args.boxes or (model is None and project.active_model_id() is None
+                          and project.detector_model_id() is not None):  # only detectors: evaluate one
+            model = project._detector(model)["id"]  # noqa: SLF001 - the detector the project would propose with
+        result = project.evaluate(model, split=args.split)
     if args.json:
         print(json.dumps(result))
+        return 0
+    if "map50" in result:
+        def ap(v) -> str:
+            return f"{v:.3f}" if v is not None else "-"
+
+        print(f"detector {result['model']} on {result['n']} {args.split} images: box mAP {ap(result['map'])}"
+              f"  AP50 {ap(result['map50'])}  AP75 {ap(result['map75'])}")
+        width = max((len(k) for k in result["per_class"]), default=5)
+        for name, m in result["per_class"].items():
+            print(f"  {name:<{width}}  AP {ap(m['ap'])}  AP50 {ap(m['ap50'])}  n={m['n']}")
         return 0
     if result.get("method") == "tags":
         print(f"tag model {result['model']} on {result['n']} tagged {args.split} images: mAP {result['map']:.1%}")
@@ -285,6 +306,44 @@ def cmd_predict(args) -> int:
         from artannot.data.formats import csv_rows
 
         csv.writer(sys.stdout, lineterminator="\n").writerows(csv_rows([header, *rows]))  # formulas neutralised
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from artannot.data.importer import scan_images
+
+    bar = ProgressBar()
+    with _open(args.project) as project:
+        paths = None
+        if args.src:
+            src = Path(args.src)
+            paths = [src] if src.is_file() else list(scan_images(src)) if src.is_dir() else None
+            if paths is None:
+                raise ArtAnnotError(f"{src} is neither an image nor a folder")
+        results = project.detect_files(paths, model_id=args.model, threshold=args.threshold, device=args.device,
+                                       progress=bar)
+    bar.close()
+    text = json.dumps(results, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"{len(results)} detections on {len({r['image'] for r in results})} images -> {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_propose(args) -> int:
+    bar = ProgressBar(enabled=None if not args.json else False)
+    with _open(args.project) as project:
+        ids = _image_ids(project, args.images) if args.images else (
+            [r.id for r in project.images()] if args.all else None)
+        out = project.propose_boxes(ids, model_id=args.model, min_score=args.threshold, device=args.device,
+                                    progress=bar)
+    bar.close()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"detector {out['model']}: {out['proposals']} proposals on {out['images']} images to review")
     return 0
 
 
@@ -461,12 +520,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--delete", type=int, metavar="ID", help="delete this model, its predictions and its files")
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("evaluate", help="top-1/top-5 of a model on a split")
+    s = sub.add_parser("evaluate", help="top-1/top-5 of a model on a split (--boxes: a detector's box mAP)")
     s.add_argument("project")
     s.add_argument("--model", type=int)
+    s.add_argument("--boxes", action="store_true",
+                   help="evaluate a detector (default: the best by box mAP) on the split's boxes with COCOeval")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("detect", help="a detector's boxes on the project's images or a folder, as COCO results")
+    s.add_argument("project")
+    s.add_argument("src", nargs="?", help="an image or folder (default: every project image)")
+    s.add_argument("--out", help="write the JSON list here (default: stdout)")
+    s.add_argument("--threshold", type=float, default=0.3, help="smallest score kept (default 0.3)")
+    s.add_argument("--model", type=int, help="the detector (default: the best by box mAP)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("propose", help="store a detector's boxes as proposals to review (default: on every"
+                                       " image without boxes)")
+    s.add_argument("project")
+    s.add_argument("images", nargs="*", help="image ids or paths (default: every image without boxes)")
+    s.add_argument("--all", action="store_true", help="every image, boxed ones too (feeds box suspects)")
+    s.add_argument("--threshold", type=float, default=0.05, help="smallest score stored (default 0.05)")
+    s.add_argument("--model", type=int, help="the detector (default: the best by box mAP)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_propose)
 
     s = sub.add_parser("tag", help="add or remove tags on images (one undoable edit each)")
     s.add_argument("project")

@@ -352,3 +352,98 @@ class Project:
         from artannot.data.export import export
 
         return export(self.conn, Path(out).expanduser(), fmt, progress=progress)
+
+    # ---- detection (boxes a detector proposes) ----------------------------------------------------
+    def detector_model_id(self) -> int | None:
+        """The detector proposals come from: the curator's choice, else the one with the best stored box mAP."""
+        from artannot.store.models import active_model_id
+
+        return active_model_id(self.conn, task="detect")
+
+    def _detector(self, model_id: int | None):
+        from artannot.ml.tasks import task_of_model
+
+        model_id = model_id if model_id is not None else self.detector_model_id()
+        if model_id is None:
+            raise ModelError("no detector yet: train one with `artannot train --method detector` (or patches)")
+        row = repo.get_model(self.conn, model_id)
+        if row is None:
+            raise ModelError(f"no model with id {model_id} in this project")
+        if task_of_model(row).name != "detect":
+            raise ModelError(f"model {model_id} is not a detector (method {row['method']})")
+        return row
+
+    def propose_boxes(self, image_ids: Sequence[int] | None = None, *, model_id: int | None = None,
+                      min_score: float = 0.05, device: str = "auto", progress: Progress | None = None,
+                      cancel: threading.Event | None = None) -> dict:
+        """Run a detector over images (None: every image without boxes) and store its detections as open
+        proposals (replacing the images' earlier open ones, never over a drawn or rejected box).
+
+        Returns {"model": id, "images": images run on, "proposals": proposals stored}.
+        """
+        from artannot.ml.detect.predict import detect_images
+        from artannot.store import proposals as proposal_store
+
+        row = self._detector(model_id)
+        if image_ids is None:
+            image_ids = [r[0] for r in self.conn.execute(
+                "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM boxes WHERE active = 1) ORDER BY id")]
+        image_ids = [int(i) for i in dict.fromkeys(image_ids)]
+        dets = detect_images(self.conn, self.cache_dir, row, image_ids, threshold=min_score, device=device,
+                             progress=progress, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            from artannot.errors import Cancelled
+
+            raise Cancelled("proposing boxes cancelled")
+        stored = proposal_store.replace_proposals(self.conn, row["id"], dets, image_ids)
+        boxed = {r[0] for r in self.conn.execute("SELECT DISTINCT image_id FROM boxes WHERE active = 1")}
+        checked = [i for i in image_ids if i in boxed]
+        if checked:  # what box_suspects reads: the detection over each drawn box, or none
+            proposal_store.record_box_checks(self.conn, row["id"], dets, checked)
+        return {"model": row["id"], "images": len(image_ids), "proposals": stored}
+
+    def detect_files(self, paths: Sequence[str | Path] | None = None, *, model_id: int | None = None,
+                     threshold: float = 0.3, device: str = "auto", progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> list[dict]:
+        """Detections on image files (None: every project image) as COCO results: {"image": file,
+        "image_id": project id or None, "category": class name, "category_id": class id, "bbox": [x, y, w, h]
+        in pixels, "score"}, best first per image."""
+        from artannot.ml.detect.predict import detect_images
+
+        row = self._detector(model_id)
+        if paths is None:
+            targets: list = [i for i, _, _ in repo.all_images(self.conn)]
+        else:
+            targets = [Path(p) for p in paths]
+        dets = detect_images(self.conn, self.cache_dir, row, targets, threshold=threshold, device=device,
+                             progress=progress, cancel=cancel)
+        names = repo.class_names(self.conn)
+        file_of = ({i: str(p) for i, p, _ in repo.all_images(self.conn)} if paths is None else {})
+        out = []
+        for target, class_id, x, y, w, h, score in dets:
+            is_id = not isinstance(target, (str, Path))
+            out.append({"image": file_of.get(target, str(target)) if is_id else str(target),
+                        "image_id": int(target) if is_id else None,
+                        "category": names.get(class_id, str(class_id)), "category_id": class_id,
+                        "bbox": [round(float(v), 2) for v in (x, y, w, h)], "score": round(float(score), 5)})
+        return out
+
+    def box_suspects(self, model_id: int | None = None, *, min_score: float = 0.5, refresh: bool = False,
+                     device: str = "auto", progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> list[dict]:
+        """Boxes to check, most confident first: {"kind": "missing" (a confident open proposal on an image the
+        curator already boxed), "doubtful" (a drawn box no detection overlaps) or "class" (a detection over a
+        box with another class), "image_id", "box_id", "proposal_id", "class_id", "det_class_id", "score",
+        "bbox"}.
+
+        They come from the detector's last run over the boxed images (propose_boxes on them); when it never
+        ran there, or with refresh, it runs now (replacing those images' open proposals)."""
+        from artannot.store import proposals as proposal_store
+
+        row = self._detector(model_id)
+        if refresh or not proposal_store.has_box_checks(self.conn, row["id"]):
+            boxed = [r[0] for r in self.conn.execute(
+                "SELECT DISTINCT image_id FROM boxes WHERE active = 1 ORDER BY image_id")]
+            if boxed:
+                self.propose_boxes(boxed, model_id=row["id"], device=device, progress=progress, cancel=cancel)
+        return proposal_store.box_suspects(self.conn, row["id"], min_score=min_score)

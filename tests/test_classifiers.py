@@ -30,12 +30,14 @@ def test_svm_learns_and_scores_are_probabilities():
     assert np.allclose(p.sum(1), 1.0)
     assert (clf.classes_[p.argmax(1)] == yt).mean() > 0.9
     assert clf.cv_top1_ > 0.9
-    assert len(clf.params()["grid"]) == 2 * (3 + 3 + 1)  # per C: rbf and sigmoid x 3 gammas (2 relative, 1e-4), linear
+    # per scheme (one-vs-rest, one-vs-one) and C: rbf and sigmoid x 3 gammas (2 relative, 1e-4), linear
+    assert len(clf.params()["grid"]) == 2 * 2 * (3 + 3 + 1)
+    assert {r["scheme"] for r in clf.params()["grid"]} == {"ovr", "ovo"}
 
 
 def test_decision_function_matches_sklearn(tmp_path):
     X, y = _blobs(d=8)
-    clf = SVMClassifier(kernels=("rbf",), Cs=(1.0,), gamma_scales=(1.0,), gammas=()).fit(X, y)
+    clf = SVMClassifier(kernels=("rbf",), Cs=(1.0,), gamma_scales=(1.0,), gammas=(), schemes=("ovr",)).fit(X, y)
     ref = OneVsRestClassifier(SVC(kernel="rbf", C=1.0, gamma=clf.gamma_)).fit(clf.scaler_.transform(X), y)
     ours = clf.decision_function(X)
     assert np.allclose(ours, ref.decision_function(clf.scaler_.transform(X)), atol=1e-6)
@@ -83,3 +85,49 @@ def test_two_classes_work_like_many(tmp_path):
     d = clf.decision_function(X)
     assert np.allclose(d[:, 1], ref.decision_function(clf.scaler_.transform(X)), atol=1e-6)
     assert (clf.classes_[clf.predict_proba(X).argmax(1)] == y).mean() > 0.95
+
+
+def test_sigmoid_stays_at_moderate_C():
+    X, y = _blobs(k=3, n_per=8)
+    grid = SVMClassifier(Cs=(1.0, 10.0, 100.0), kernels=("sigmoid", "rbf")).fit(X, y).params()["grid"]
+    assert max(r["C"] for r in grid if r["kernel"] == "sigmoid") == 10.0  # not PSD: no C = 100
+    assert max(r["C"] for r in grid if r["kernel"] == "rbf") == 100.0
+
+
+def test_earlier_one_head_per_class_files_still_load(tmp_path):
+    from artannot.ml.arrays import save_npz
+
+    X, y = _blobs(d=6, k=3)
+    clf = SVMClassifier(kernels=("rbf",), Cs=(1.0,), gamma_scales=(1.0,), gammas=(), schemes=("ovr",)).fit(X, y)
+    old = {"classes": clf.classes_, "mean": clf.mean_, "scale": clf.scale_, "intercept": clf.intercept_,
+           "meta": np.array([clf.gamma_, clf.temperature_, clf.C_]), "kernel": np.array("rbf")}
+    for k in range(3):  # the earlier format: each class's own support vectors and dual coefficients
+        used = clf.dual_[:, k] != 0
+        old[f"sv_{k}"], old[f"dual_{k}"] = clf.sv_[used], clf.dual_[used, k]
+    save_npz(tmp_path / "old.npz", **old)
+    again = SVMClassifier.load(tmp_path / "old.npz")
+    assert again.scheme_ == "ovr" and np.allclose(again.predict_proba(X), clf.predict_proba(X))
+
+
+def test_knn_picks_k_by_cv_calibrates_and_round_trips(tmp_path):
+    import torch
+
+    from artannot.ml.classify.knn import KNNClassifier
+
+    X, y = _blobs(k=3, n_per=6, spread=2.5)
+    Xt, yt = _blobs(k=3, n_per=10, spread=2.5, seed=0)
+    clf = KNNClassifier().fit(X, y)
+    assert clf.k_ in (1, 3, 5, 7, 11) and clf.cv_top1_ is not None and len(clf.params()["grid"]) == 5
+    p = clf.predict_proba(Xt)
+    assert np.allclose(p.sum(1), 1.0) and (clf.classes_[p.argmax(1)] == yt).mean() > 0.8
+    assert clf.oof_decision_.shape == (len(y), 3) and clf.temperature_ > 0
+    clf.save(tmp_path / "knn.npz")
+    again = KNNClassifier.load(tmp_path / "knn.npz")
+    assert np.allclose(again.predict_proba(Xt), p, atol=1e-6)
+    head = again.as_torch()(torch.as_tensor(Xt, dtype=torch.float32)).double().numpy()
+    assert np.abs(head - again.predict_proba(Xt.astype(np.float32))).max() < 1e-6
+    y1 = y.copy()
+    y1[0] = 99  # a class with one image: known, never its own neighbour out of fold
+    assert 99 in KNNClassifier().fit(X, y1).classes_
+    with pytest.raises(ModelError, match="two classes"):
+        KNNClassifier().fit(X, np.zeros(len(X)))

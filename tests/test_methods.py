@@ -19,6 +19,7 @@ import torch
 from artannot.cli import main as cli_main
 from artannot.errors import Cancelled, ModelError
 from artannot.ml.backbones import load_backbone
+from artannot.ml.classify import METHODS
 from artannot.ml.device import select_runtime
 from artannot.ml.features import FeatureCache, extract_features
 from artannot.ml.finetune import (
@@ -32,7 +33,6 @@ from artannot.ml.finetune import (
 )
 from artannot.ml.metrics import average_precision, evaluate_ranked, macro_f1
 from artannot.ml.tags.multilabel import TagHead, best_thresholds, evaluate_tags, finetune_tags
-from artannot.ml.classify import METHODS
 from artannot.project import Project
 from artannot.store import repo
 from tests.shapes import make_shape_collection, paint_shape

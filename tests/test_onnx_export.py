@@ -57,14 +57,24 @@ def test_linear_probe_exports_as_one_graph_that_onnxruntime_agrees_with(demo_pro
     assert "top1" in sidecar["metrics"] and sidecar["artannot_version"]
 
 
-def test_svm_exports_through_as_torch(demo_project, tmp_path):
+def test_svm_and_knn_export_through_as_torch(demo_project, tmp_path):
+    """A one-vs-one SVM (votes + squashed margins) and auto's k-NN candidate: one graph each, in agreement."""
     from artannot.project import Project
 
     with Project(demo_project) as p:
-        p.train(method="svm", device="cpu", options={"kernels": ["rbf"], "Cs": [1.0]})
-    same, diff, n, _ = _agreement(demo_project, tmp_path / "out")
-    print(f"svm: same top-1 {same:.2%}, max prob diff {diff:.2e} on {n} images")
+        svm = p.train(method="svm", device="cpu", options={"kernels": ["rbf"], "Cs": [1.0], "schemes": ["ovo"]})
+        assert svm.params["scheme"] == "ovo"
+    same, diff, n, _ = _agreement(demo_project, tmp_path / "out", svm.model_id)
+    print(f"svm (one-vs-one): same top-1 {same:.2%}, max prob diff {diff:.2e} on {n} images")
     assert same >= 0.995 and diff < 1e-4
+    with Project(demo_project) as p:
+        knn = p.train(method="auto", device="cpu", options={"candidates": ["knn"], "search_backbones": False,
+                                                            "adaptive": False})
+        assert knn.params["chosen"] == "knn" and knn.params["predictor"]["classifier"] == "knn"
+        assert [c["method"] for c in knn.params["auto"]["candidates"]] == ["knn"]
+    same, diff, n, sidecar = _agreement(demo_project, tmp_path / "out_knn", knn.model_id)
+    print(f"knn: same top-1 {same:.2%}, max prob diff {diff:.2e} on {n} images")
+    assert same >= 0.995 and diff < 1e-4 and "knn" in sidecar["model"]
 
 
 @pytest.mark.slow
@@ -72,7 +82,7 @@ def test_finetuned_network_exports_and_onnxruntime_agrees(demo_project, tmp_path
     from artannot.project import Project
 
     with Project(demo_project) as p:
-        p.train(method="finetune", device="cpu", epochs=1, options=FAST)
+        p.train(method="finetune", device="cpu", epochs=3, options=FAST)
     same, diff, n, sidecar = _agreement(demo_project, tmp_path / "out")
     print(f"finetune: same top-1 {same:.2%}, max prob diff {diff:.2e} on {n} images")
     assert same >= 0.995 and diff < 1e-4

@@ -94,23 +94,28 @@ def test_the_reported_small_shape_collection_is_not_confidently_wrong(tmp_path):
     assert ours >= 0.75
 
 
-CASES = {
-    "tiny, 3 classes of 6": dict(n=18, k=3, weights=None),
-    "a class with 3 images": dict(n=60, k=3, weights=[0.55, 0.4, 0.05]),
-    "two classes": dict(n=30, k=2, weights=None),
-    "8 classes, 160": dict(n=160, k=8, weights=None),
+CASES = {  # case: generated set, and how many held-out images (mean over three draws) ours may trail by
+    "tiny, 3 classes of 6": (dict(n=18, k=3, weights=None), 3),
+    "a class with 3 images": (dict(n=60, k=3, weights=[0.55, 0.4, 0.05]), 0),
+    "a class with 1 image": (dict(n=40, k=3, weights=[0.6, 0.37, 0.03]), 1),
+    "two classes": (dict(n=30, k=2, weights=None), 3),
+    "8 classes, 160": (dict(n=160, k=8, weights=None), 0),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_svm_stays_within_a_few_points_of_the_plain_sklearn_grid(case):
-    """Held-out top-1 of ours against GridSearchCV(StandardScaler + SVC) on the same features, three seeds.
+def test_svm_matches_the_plain_sklearn_grid(case):
+    """Held-out top-1 of ours against GridSearchCV(StandardScaler + SVC) on the same features, three draws.
 
-    Measured (bench/svm_vs_sklearn.py): ours is ahead on the real collections and on imbalanced sets, and
-    up to ~7 points behind on the tiniest generated ones (one-vs-rest against scikit-learn's one-vs-one).
+    From 40 labelled images on, ours is at least the baseline's (less one image where a class holds a single
+    image: whichever fit gets that class's test images right decides). On 18 and 30 images exact parity is
+    not a property any selection can have: leave-one-out ranks ~40 settings with a resolution of one image
+    and the 36-60 held-out images decide between near-equal settings by a few images either way (measured:
+    ours 0.66 vs 0.71 and 0.78 vs 0.82 here, ahead on other draws; bench/svm_vs_sklearn.py --seeds 5).
+    At the baseline's own setting, ours (one-vs-one) reproduces SVC's held-out top-1.
     """
-    spec = CASES[case]
-    ours, theirs = [], []
+    spec, slack = CASES[case]
+    ours, theirs, n_test = [], [], []
     for seed in range(3):
         X, y = make_classification(n_samples=spec["n"] * 3, n_features=32, n_informative=10, n_classes=spec["k"],
                                    n_clusters_per_class=1, weights=spec["weights"], class_sep=1.3,
@@ -118,7 +123,27 @@ def test_svm_stays_within_a_few_points_of_the_plain_sklearn_grid(case):
         X, Xt, y, yt = train_test_split(X, y, train_size=spec["n"], stratify=y, random_state=seed)
         ours.append(_top1(SVMClassifier().fit(X, y), Xt, yt))
         theirs.append(float((_baseline(X, y).predict(Xt) == yt).mean()))
-    assert np.mean(ours) >= np.mean(theirs) - 0.08, (ours, theirs)
+        n_test.append(len(yt))
+    assert np.mean(ours) >= np.mean(theirs) - slack / np.mean(n_test) - 1e-9, (ours, theirs)
+
+
+def test_one_vs_one_reproduces_sklearn_svc(tmp_path):
+    """One-vs-one at a fixed setting is scikit-learn's SVC (same votes, same tie-breaking margins), and the
+    scheme survives save/load and the torch head (saliency, ONNX)."""
+    import torch
+
+    X, y = make_classification(n_samples=400, n_features=24, n_informative=10, n_classes=6,
+                               n_clusters_per_class=1, class_sep=1.0, random_state=4)
+    X, Xt, y, yt = train_test_split(X, y, train_size=200, stratify=y, random_state=0)
+    clf = SVMClassifier(kernels=("rbf",), Cs=(10.0,), gamma_scales=(1.0,), gammas=(), schemes=("ovo",)).fit(X, y)
+    ref = SVC(kernel="rbf", C=10.0, gamma=clf.gamma_).fit(clf.scaler_.transform(X), y)
+    assert np.allclose(clf.decision_function(Xt), ref.decision_function(clf.scaler_.transform(Xt)), atol=1e-6)
+    assert clf.params()["scheme"] == "ovo"
+    clf.save(tmp_path / "ovo.npz")
+    again = SVMClassifier.load(tmp_path / "ovo.npz")
+    assert again.scheme_ == "ovo" and np.allclose(again.predict_proba(Xt), clf.predict_proba(Xt))
+    torch_p = again.as_torch()(torch.as_tensor(Xt, dtype=torch.float32)).double().numpy()
+    assert np.abs(torch_p - again.predict_proba(Xt.astype(np.float32))).max() < 1e-6
 
 
 def test_a_class_with_one_image_trains_and_is_scored_honestly():
@@ -165,7 +190,7 @@ def test_calibrated_scores_match_their_accuracy_better_than_raw_margins():
     X, y = make_classification(n_samples=600, n_features=30, n_informative=10, n_classes=5,
                                n_clusters_per_class=1, class_sep=1.0, random_state=3)
     X, Xt, y, yt = train_test_split(X, y, train_size=300, stratify=y, random_state=0)
-    clf = SVMClassifier().fit(X, y)
+    clf = SVMClassifier(repeats=1).fit(X, y)  # one shuffle of 5 folds: calibrated all the same
     p = clf.predict_proba(Xt)
     ok = clf.classes_[p.argmax(1)] == yt
     from scipy.special import softmax
@@ -193,7 +218,7 @@ def test_curated_labels_beat_noisy_ones_and_the_nested_estimate_sees_it():
     human = np.zeros(len(y), bool)
     human[rng.choice(len(y), 150, replace=False)] = True
     given = np.where(human, y, noisy)  # the curator's labels are right
-    make = lambda: SVMClassifier(repeats=1)  # noqa: E731
+    make = lambda: SVMClassifier(repeats=1, Cs=(1.0, 10.0))  # noqa: E731  (C=100 on noisy labels: slow, same answer)
     everything = _top1(make().fit(X, given), Xt, yt)
     curated = _top1(make().fit(X[human], given[human]), Xt, yt)
     assert curated > everything + 0.05, (curated, everything)
@@ -228,7 +253,7 @@ def test_auto_ranks_candidates_by_an_honest_estimate_and_says_so(shapes_project,
     out = json.loads(capsys.readouterr().out)
     auto = out["params"]["auto"]
     methods = [c["method"] for c in auto["candidates"]]
-    assert methods == ["svm", "linear"]
+    assert methods == ["svm", "linear", "knn"]  # about ten images a class: k-NN is a candidate
     chosen = [c for c in auto["candidates"] if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["estimate"] == max(c["estimate"] for c in auto["candidates"])
     assert out["metrics"]["estimate"]["kind"] == "nested cv"

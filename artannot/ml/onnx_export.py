@@ -89,6 +89,11 @@ def build_graph(cache_dir, row, class_names: dict[int, str], tag_names: dict[int
             clf = LinearProbe.load(pred["path"])
             head: nn.Module = _ArrayHead(clf.mean_, clf.scale_, np.asarray(clf.coef_).T, clf.intercept_)
             graph = _Graph(backbone, head, spec.mean, spec.std, "softmax")
+        elif pred["classifier"] == "knn":
+            from artannot.ml.classify.knn import KNNClassifier
+
+            clf = KNNClassifier.load(pred["path"])
+            graph = _Graph(backbone, clf.as_torch(), spec.mean, spec.std, "softmax", head_is_proba=True)
         else:
             clf = SVMClassifier.load(pred["path"])
             if not hasattr(clf, "as_torch"):

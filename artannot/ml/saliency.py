@@ -139,19 +139,30 @@ def model_source(conn: sqlite3.Connection, model_id: int | None, backbone: str =
 
 
 class SVMHead(nn.Module):
-    """A stored one-vs-rest SVM's decision function in torch, differentiable w.r.t. the features."""
+    """A stored SVM's class scores in torch (one-vs-rest or one-vs-one), differentiable w.r.t. the features.
+
+    The same function as SVMClassifier.decision_function, in float64: kernel against the support vectors,
+    dual coefficients per head, then the heads combined into class scores. One-vs-one votes are steps, so
+    their gradient is the summed pairwise margins' (the tie-breaking term).
+    """
 
     def __init__(self, clf):
         super().__init__()
         self.kernel = clf.kernel_
         self.gamma = float(clf.gamma_)
+        self.scheme = getattr(clf, "scheme_", "ovr")
         if self.kernel not in ("rbf", "sigmoid", "linear"):
             raise ModelError(f"saliency cannot differentiate an SVM with a {self.kernel} kernel")
-        self.register_buffer("mean", torch.as_tensor(np.asarray(clf.mean_), dtype=torch.float64))
-        self.register_buffer("scale", torch.as_tensor(np.asarray(clf.scale_), dtype=torch.float64))
-        self.register_buffer("intercept", torch.as_tensor(np.asarray(clf.intercept_), dtype=torch.float64))
-        self.support = [torch.as_tensor(np.asarray(s), dtype=torch.float64) for s in clf.support_]
-        self.dual = [torch.as_tensor(np.asarray(d), dtype=torch.float64) for d in clf.dual_]
+        f64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64)  # noqa: E731
+        self.register_buffer("mean", f64(clf.mean_))
+        self.register_buffer("scale", f64(clf.scale_))
+        self.register_buffer("intercept", f64(clf.intercept_))
+        self.register_buffer("support", f64(clf.sv_))
+        self.register_buffer("dual", f64(clf.dual_))
+        combine = np.asarray(clf.combine_, dtype=np.float64)
+        self.register_buffer("combine", f64(combine))
+        self.register_buffer("positive", f64(combine > 0))
+        self.register_buffer("negative", f64(combine < 0))
 
     def _kernel(self, x: torch.Tensor, sv: torch.Tensor) -> torch.Tensor:
         dot = x @ sv.T
@@ -163,11 +174,14 @@ class SVMHead(nn.Module):
         return torch.exp(-self.gamma * sq.clamp_min(0.0))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """One-vs-rest margins (N, classes), as SVMClassifier.decision_function computes them."""
-        x = (features.double() - self.mean.to(features.device)) / self.scale.to(features.device)
-        cols = [self._kernel(x, sv.to(x.device)) @ d.to(x.device) for sv, d in zip(self.support, self.dual,
-                                                                                   strict=True)]
-        return torch.stack(cols, 1) + self.intercept.to(x.device)
+        """Class scores (N, classes), as SVMClassifier.decision_function computes them."""
+        x = (features.double() - self.mean) / self.scale
+        margins = self._kernel(x, self.support) @ self.dual + self.intercept
+        conf = margins @ self.combine
+        if self.scheme == "ovr":
+            return conf
+        votes = (margins > 0).double() @ self.positive + (margins <= 0).double() @ self.negative
+        return votes + conf / (3.0 * (conf.abs() + 1.0))
 
 
 class LinearHead(nn.Module):

@@ -61,7 +61,7 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
     """Every stored model with its headline numbers, oldest first (the `models` command's table)."""
     from artannot.store.models import active_model_id
 
-    active = active_model_id(conn)
+    active = {active_model_id(conn), active_model_id(conn, task="detect")} - {None}
     out = []
     cache_dir = project_cache_dir(conn)
     for r in conn.execute("SELECT id, backbone, method, params, metrics, checkpoint, created_at FROM models"
@@ -77,6 +77,6 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
             "ece": (metrics.get("calibration") or {}).get("ece"),
             "n": metrics.get("n"), "seconds": metrics.get("seconds"), "epochs": len(metrics.get("curves", [])),
             "checkpoint": str(resolve_model_file(cache_dir, r["checkpoint"])) if r["checkpoint"] else None,
-            "active": r["id"] == active,
+            "active": r["id"] in active,
         })
     return out

@@ -4,6 +4,10 @@ The active model is the one the curator chose (kept in `meta` under 'active_mode
 class model with the best honest estimate (metrics["estimate"]["top1"]: nested CV or a held-out split that
 chose nothing), newer first on a tie; models without an estimate come after every model with one, newest
 first. So a newer model never silently replaces a better one.
+
+Detectors (task "detect": methods detector and patches) are chosen apart: the curator's choice under
+'active_detector', else the one with the best stored box mAP (metrics["map"]), newer first on a tie. A detector
+is never the class model, and a class model never the detector; tag models are neither.
 """
 
 from __future__ import annotations
@@ -16,6 +20,32 @@ from artannot.errors import ModelError
 from artannot.store.db import write
 
 ACTIVE_KEY = "active_model"
+DETECTOR_KEY = "active_detector"
+DETECT_METHODS = ("detector", "patches")  # ml/detect's methods (the store does not import ml/)
+TASKS = ("classify", "detect")
+
+
+def model_task(method: str, params: str | dict | None) -> str:
+    """The task of a stored model: recorded in its params, else known from its method."""
+    if isinstance(params, str) or params is None:
+        try:
+            params = json.loads(params or "{}")
+        except ValueError:
+            params = {}
+    task = params.get("task") if isinstance(params, dict) else None
+    if task in ("classify", "tags", "detect"):
+        return task
+    if method == "tags":
+        return "tags"
+    return "detect" if method in DETECT_METHODS else "classify"
+
+
+def _models_of(conn: sqlite3.Connection, task: str) -> list[tuple[int, dict]]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return [(int(r[0]), json.loads(r[3] or "{}"))
+            for r in conn.execute("SELECT id, method, params, metrics FROM models ORDER BY id")
+            if model_task(r[1], r[2]) == task]
 
 
 def estimate_of(metrics: dict) -> float | None:
@@ -25,26 +55,28 @@ def estimate_of(metrics: dict) -> float | None:
     return float(value) if value is not None else None
 
 
-def chosen_model_id(conn: sqlite3.Connection) -> int | None:
-    """The model the curator made active, if it still exists."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (ACTIVE_KEY,)).fetchone()
+def chosen_model_id(conn: sqlite3.Connection, task: str = "classify") -> int | None:
+    """The model of a task (classify or detect) the curator made active, if it still exists."""
+    key = DETECTOR_KEY if task == "detect" else ACTIVE_KEY
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     if row is None or row[0] is None:
         return None
-    hit = conn.execute("SELECT id FROM models WHERE id = ? AND method != 'tags'", (int(row[0]),)).fetchone()
-    return int(hit[0]) if hit else None
+    hit = conn.execute("SELECT id, method, params FROM models WHERE id = ?", (int(row[0]),)).fetchone()
+    return int(hit[0]) if hit and model_task(hit[1], hit[2]) == task else None
 
 
-def active_model_id(conn: sqlite3.Connection) -> int | None:
-    """The class model the grid shows: the curator's choice, else the best by honest estimate."""
-    chosen = chosen_model_id(conn)
+def active_model_id(conn: sqlite3.Connection, task: str = "classify") -> int | None:
+    """The class model the grid shows (task "classify": the curator's choice, else the best by honest
+    estimate), or the detector proposals come from (task "detect": the choice, else the best box mAP)."""
+    chosen = chosen_model_id(conn, task)
     if chosen is not None:
         return chosen
     best, best_key = None, None
-    for model_id, metrics in conn.execute("SELECT id, metrics FROM models WHERE method != 'tags'"):
-        est = estimate_of(json.loads(metrics or "{}"))
-        key = (est is not None, est if est is not None else 0.0, model_id)
+    for model_id, metrics in _models_of(conn, task):
+        est = estimate_of(metrics) if task == "classify" else metrics.get("map")
+        key = (est is not None, float(est) if est is not None else 0.0, model_id)
         if best_key is None or key > best_key:
-            best, best_key = int(model_id), key
+            best, best_key = model_id, key
     return best
 
 
@@ -54,12 +86,14 @@ def set_active_model(conn: sqlite3.Connection, model_id: int | None) -> None:
         if model_id is None:
             conn.execute("DELETE FROM meta WHERE key = ?", (ACTIVE_KEY,))
             return
-        row = conn.execute("SELECT method FROM models WHERE id = ?", (model_id,)).fetchone()
+        row = conn.execute("SELECT method, params FROM models WHERE id = ?", (model_id,)).fetchone()
         if row is None:
             raise ModelError(f"no model with id {model_id} in this project")
-        if row[0] == "tags":
+        task = model_task(row[0], row[1])
+        if task == "tags":
             raise ModelError(f"model {model_id} is a tag model; the active model scores classes")
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (ACTIVE_KEY, str(int(model_id))))
+        key = DETECTOR_KEY if task == "detect" else ACTIVE_KEY  # a detector is chosen apart
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(int(model_id))))
 
 
 def delete_model(conn: sqlite3.Connection, cache_dir: Path, model_id: int) -> list[Path]:
@@ -87,7 +121,7 @@ def delete_model(conn: sqlite3.Connection, cache_dir: Path, model_id: int) -> li
 
             forget_model(conn, model_id)
         conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-        conn.execute("DELETE FROM meta WHERE key = ? AND value = ?", (ACTIVE_KEY, str(model_id)))
+        conn.execute("DELETE FROM meta WHERE key IN (?, ?) AND value = ?", (ACTIVE_KEY, DETECTOR_KEY, str(model_id)))
     removed = []
     for path in before - referenced_model_files(conn, cache_dir):
         if path.exists():

@@ -7,6 +7,10 @@ old and new state, and triggers on `events.state` switch it back and forth with 
 accepted box itself follows the box store's own undo. Proposals never duplicate a box: a new proposal that
 overlaps a current box (IoU >= 0.5) is not stored, and running a model again replaces the image's open
 proposals instead of adding to them.
+
+`box_checks` records, for a detector run over images the curator already boxed, the detection that overlaps
+each drawn box most (or none): what *box suspects* read (a drawn box no detection finds, a detection of
+another class over a box), next to the open proposals on boxed images (a box the curator missed).
 """
 
 from __future__ import annotations
@@ -44,24 +48,32 @@ class Proposal:
 def create_schema(conn: sqlite3.Connection) -> None:
     """The proposal tables and their undo/redo triggers (migration step 5)."""
     conn.execute(
-        "CREATE TABLE proposals (id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id),"
+        "CREATE TABLE IF NOT EXISTS proposals (id INTEGER PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id),"
         " model_id INTEGER REFERENCES models(id), class_id INTEGER REFERENCES classes(id),"
         " x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL, score REAL NOT NULL,"
         " state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'accepted', 'rejected')),"
         " box_id INTEGER REFERENCES boxes(id), created_at TEXT NOT NULL)")
-    conn.execute("CREATE INDEX proposals_image ON proposals(image_id, state, score)")
-    conn.execute("CREATE INDEX proposals_model ON proposals(model_id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS proposals_image ON proposals(image_id, state, score)")
+    conn.execute("CREATE INDEX IF NOT EXISTS proposals_model ON proposals(model_id)")
     conn.execute(
-        "CREATE TABLE proposal_edits (event_id INTEGER NOT NULL REFERENCES events(id),"
+        "CREATE TABLE IF NOT EXISTS proposal_edits (event_id INTEGER NOT NULL REFERENCES events(id),"
         " proposal_id INTEGER NOT NULL REFERENCES proposals(id), old_state TEXT NOT NULL,"
         " new_state TEXT NOT NULL, PRIMARY KEY (event_id, proposal_id)) WITHOUT ROWID")
     for name, old, new, value in (("undo", "done", "undone", "old_state"), ("redo", "undone", "done", "new_state")):
         conn.execute(
-            f"CREATE TRIGGER proposal_edits_{name} AFTER UPDATE OF state ON events"
+            f"CREATE TRIGGER IF NOT EXISTS proposal_edits_{name} AFTER UPDATE OF state ON events"
             f" WHEN OLD.state = '{old}' AND NEW.state = '{new}' BEGIN"
             f" UPDATE proposals SET state = (SELECT e.{value} FROM proposal_edits e WHERE e.event_id = NEW.id"
             " AND e.proposal_id = proposals.id)"
             " WHERE id IN (SELECT proposal_id FROM proposal_edits WHERE event_id = NEW.id); END")
+    _create_checks(conn)
+
+
+def _create_checks(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS box_checks (model_id INTEGER NOT NULL REFERENCES models(id),"
+        " box_id INTEGER NOT NULL REFERENCES boxes(id), det_class_id INTEGER, det_score REAL NOT NULL,"
+        " iou REAL NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (model_id, box_id)) WITHOUT ROWID")
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -211,9 +223,77 @@ def count_for_event(conn: sqlite3.Connection, event_id: int) -> int:
     return conn.execute("SELECT COUNT(*) FROM proposal_edits WHERE event_id = ?", (event_id,)).fetchone()[0]
 
 
+CHECK_IOU = 0.3  # a detection overlapping a drawn box less than this does not find it
+
+
+def record_box_checks(conn: sqlite3.Connection, model_id: int,
+                      detections: Iterable[tuple[int, int | None, float, float, float, float, float]],
+                      image_ids: Iterable[int]) -> int:
+    """For every current box of image_ids, the detection (image id, class id, x, y, w, h, score) overlapping
+    it most (IoU, or none: score 0), replacing the model's earlier checks of those boxes; returns boxes checked."""
+    by_image: dict[int, list] = {}
+    for d in detections:
+        by_image.setdefault(int(d[0]), []).append(d)
+    rows = []
+    stamp = now()
+    with write(conn):
+        _create_checks(conn)
+        for image_id in dict.fromkeys(int(i) for i in image_ids):
+            for b in box_store.boxes_for(conn, image_id):
+                best = (None, 0.0, 0.0)
+                for _, class_id, x, y, w, h, score in by_image.get(image_id, []):
+                    overlap = iou((b.x, b.y, b.w, b.h), (x, y, w, h))
+                    if overlap >= CHECK_IOU and (overlap, score) > (best[2], best[1]):
+                        best = (class_id, float(score), overlap)
+                rows.append((model_id, b.id, best[0], best[1], best[2], stamp))
+        conn.executemany("INSERT OR REPLACE INTO box_checks(model_id, box_id, det_class_id, det_score, iou,"
+                         " created_at) VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
+def has_box_checks(conn: sqlite3.Connection, model_id: int) -> bool:
+    """Whether the model was ever run over boxed images."""
+    _ensure_checks_table(conn)
+    return conn.execute("SELECT 1 FROM box_checks WHERE model_id = ? LIMIT 1", (model_id,)).fetchone() is not None
+
+
+def _ensure_checks_table(conn: sqlite3.Connection) -> None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'box_checks'").fetchone() is None:
+        with write(conn):
+            _create_checks(conn)
+
+
+def box_suspects(conn: sqlite3.Connection, model_id: int, *, min_score: float = 0.5) -> list[dict]:
+    """What to check about the boxes, most confident first (see Project.box_suspects): open proposals of the
+    model at min_score or more on images with boxes ("missing"), checked boxes no detection overlaps
+    ("doubtful"), and boxes a detection of min_score or more overlaps with another class ("class")."""
+    _ensure_checks_table(conn)
+    out = []
+    for r in conn.execute(
+            "SELECT p.* FROM proposals p WHERE p.model_id = ? AND p.state = 'open' AND p.score >= ?"
+            " AND p.image_id IN (SELECT image_id FROM boxes WHERE active = 1) ORDER BY p.score DESC, p.id",
+            (model_id, float(min_score))):
+        out.append({"kind": "missing", "image_id": r["image_id"], "box_id": None, "proposal_id": r["id"],
+                    "class_id": None, "det_class_id": r["class_id"], "score": r["score"],
+                    "bbox": [r["x"], r["y"], r["w"], r["h"]]})
+    for r in conn.execute(
+            "SELECT c.*, b.image_id, b.class_id, b.x, b.y, b.w, b.h FROM box_checks c JOIN boxes b ON b.id = c.box_id"
+            " WHERE c.model_id = ? AND b.active = 1 ORDER BY c.det_score, b.id", (model_id,)):
+        base = {"image_id": r["image_id"], "box_id": r["box_id"], "proposal_id": None, "class_id": r["class_id"],
+                "det_class_id": r["det_class_id"], "bbox": [r["x"], r["y"], r["w"], r["h"]]}
+        if r["iou"] < CHECK_IOU:
+            out.append({"kind": "doubtful", **base, "score": 1.0})  # certain: nothing was found there
+        elif r["det_class_id"] != r["class_id"] and r["det_score"] >= min_score:
+            out.append({"kind": "class", **base, "score": r["det_score"]})
+    out.sort(key=lambda d: -d["score"])
+    return out
+
+
 def forget_model(conn: sqlite3.Connection, model_id: int) -> None:
     """A model is being deleted (inside the caller's transaction): its open proposals go; reviewed ones stay as
     history, no longer tied to it."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'box_checks'").fetchone() is not None:
+        conn.execute("DELETE FROM box_checks WHERE model_id = ?", (model_id,))
     conn.execute("DELETE FROM proposals WHERE model_id = ? AND id NOT IN (SELECT proposal_id FROM proposal_edits)",
                  (model_id,))
     conn.execute("UPDATE proposals SET model_id = NULL WHERE model_id = ?", (model_id,))

@@ -1,8 +1,8 @@
 """`auto`, the one-click default: pick method and backbone by accuracy within a time budget, and say why.
 
-1. SVM on ImageNet features of the requested backbone, then of every other backbone whose weights are
-   installed while the estimated extraction time fits; backbones are compared by the SVM's
-   cross-validated top-1.
+1. SVM, linear probe (and k-NN where classes are tiny) on ImageNet features of the requested backbone,
+   then of every other backbone whose weights are installed while the estimated extraction time fits;
+   every candidate is ranked by a nested-CV estimate its own settings never saw.
 2. Adaptive layer-based optimization + SVM on the best backbone, when a GPU is present or the measured
    training speed leaves at least two epochs within the budget. It trains on 80 % of the train split;
    both candidates are then scored on the same held-out 20 % (SVMs fitted on the 80 %), and the better
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from artannot.errors import ModelError
 from artannot.ml.backbones import list_backbones, load_backbone, weights_available
 from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.ml.classify.estimate import nested_estimate
+from artannot.ml.classify.knn import KNNClassifier
 from artannot.ml.classify.linear import LinearProbe
 from artannot.ml.classify.methods import (
     DEFAULT_BUDGET_S,
@@ -81,7 +83,16 @@ def _held_out_top1(ctx: Context, feats: np.ndarray, ok: np.ndarray, fit_rows, va
     return float((clf.classes_[clf.decision_function(Xv).argmax(1)] == yv).mean())
 
 
-CLASSIFIERS = {"svm": lambda: SVMClassifier(repeats=1), "linear": lambda: LinearProbe(repeats=1)}
+CLASSIFIERS = {"svm": lambda: SVMClassifier(repeats=1), "linear": lambda: LinearProbe(repeats=1),
+               "knn": lambda: KNNClassifier(repeats=1)}
+TINY_CLASS = 12  # k-NN is a candidate when the median class holds at most this many labelled train images
+
+
+def default_kinds(data) -> list[str]:
+    """The classifier candidates on features: svm and linear, and k-NN where classes are tiny."""
+    counts = sorted(Counter(c for *_, c in data.train).values())
+    tiny = bool(counts) and float(np.median(counts)) <= TINY_CLASS
+    return ["svm", "linear"] + (["knn"] if tiny else [])
 
 
 class OverallProgress:
@@ -118,7 +129,8 @@ def run_auto(ctx: Context, req: TrainRequest) -> Outcome | None:
     label_sets = ["all"] + (["curated"] if ctx.data.has_curated() else [])
     if req.options.get("labels"):
         label_sets = [req.options["labels"]]
-    kinds = [k for k in ("svm", "linear") if k in (req.options.get("candidates") or ("svm", "linear"))]
+    wanted = req.options.get("candidates") or default_kinds(ctx.data)
+    kinds = [k for k in CLASSIFIERS if k in wanted]
     plan = [(b, kind, labels) for b in names for kind in kinds for labels in label_sets]
     adaptive_on = bool(req.options.get("adaptive", True))
     bar = OverallProgress(ctx.progress, len(plan) + (1 if adaptive_on else 0))

@@ -93,11 +93,26 @@ def discard_files(outcome: Outcome) -> None:
 
 def _make_classifier(kind: str, options: dict):
     if kind == "svm":
-        kw = {k: tuple(options[k]) for k in ("kernels", "Cs") if options.get(k)}
+        kw = {k: tuple(options[k]) for k in ("kernels", "Cs", "schemes") if options.get(k)}
         return SVMClassifier(**kw)
     if kind == "linear":
         return LinearProbe(**({"Cs": tuple(options["Cs"])} if options.get("Cs") else {}))
+    if kind == "knn":
+        from artannot.ml.classify.knn import KNNClassifier
+
+        return KNNClassifier(**({"ks": tuple(int(k) for k in options["ks"])} if options.get("ks") else {}))
     raise ModelError(f"unknown classifier {kind!r}")
+
+
+def _classifier_class(kind: str):
+    """The class that loads a stored classifier of this kind."""
+    if kind == "knn":
+        from artannot.ml.classify.knn import KNNClassifier
+
+        return KNNClassifier
+    if kind in ("svm", "linear"):
+        return SVMClassifier if kind == "svm" else LinearProbe
+    raise ModelError(f"unknown classifier {kind!r} (made by a newer ArtAnnot?)")
 
 
 def classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.ndarray, ok: np.ndarray,
@@ -108,7 +123,7 @@ def classifier_outcome(ctx: Context, req: TrainRequest, kind: str, feats: np.nda
     ctx.check()
     path = ctx.models_dir / f"{kind}-{req.backbone}-{uuid.uuid4().hex[:12]}.npz"
     clf.save(path)
-    chosen = f"{clf.kernel_} SVM C={clf.C_:g}" if kind == "svm" else f"logistic probe C={clf.C_:g}"
+    chosen = clf.describe() if hasattr(clf, "describe") else f"logistic probe C={clf.C_:g}"
     on = "fine-tuned" if "network" in features else "ImageNet"
     params = {**clf.params(), "classifier": kind, "n_train": int(len(y)),
               "summary": f"{chosen} on {on} {req.backbone} features",
@@ -433,7 +448,7 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
             else:
                 feats, ok = extract_features(items, backbone=source["backbone"], cache=cache, runtime=runtime,
                                              progress=progress, cancel=cancel)
-            clf = (SVMClassifier if pred["classifier"] == "svm" else LinearProbe).load(pred["path"])
+            clf = _classifier_class(pred["classifier"]).load(pred["path"])
             return clf.predict_proba(feats), [int(c) for c in clf.classes_], ok
     finally:
         cache.close()
