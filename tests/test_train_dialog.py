@@ -58,3 +58,12 @@ def test_options_are_project_train_arguments(qtbot):
     assert ok.isEnabled() and dialog.options()["options"] == {"mapping": "/tmp/map.json"}
     dialog.method.setCurrentIndex(dialog.method.findData("double"))
     assert not ok.isEnabled()
+
+
+def test_a_detector_result_is_described_by_its_box_map():
+    from artannot.gui.train_panel import describe_metrics
+
+    text = describe_metrics(4, {"map": 0.412, "map50": 0.78, "map75": 0.3, "n": 8})
+    assert text == "detector 4: test box mAP 41%, AP50 78% (8 images)"
+    assert describe_metrics(4, {"map": None, "map50": None, "n": 0}) == "detector 4: no boxed test images to score it"
+    assert describe_metrics(5, {"map": 0.5, "n": 3}).startswith("tag model 5")

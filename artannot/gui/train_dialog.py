@@ -54,6 +54,10 @@ METHODS: tuple[tuple[str, str, str], ...] = (
      " ImageNet categories to your classes."),
     ("tags", "Tag model (multi-label)", "Learns the images' tags (several per image) with a sigmoid head on deep"
      " features, a threshold per tag and mAP per tag. Its suggestions appear in the Tags panel."),
+    ("detector", "Box detector (Faster R-CNN)", "Learns to find the boxes you drew: Faster R-CNN on a feature"
+     " pyramid over the backbone, evaluated by COCO mAP on the test split. Needs 8 boxes or more."),
+    ("patches", "Box detector, few boxes (patches)", "A cold start for a handful of boxes: deep features of the"
+     " boxes against background regions, scored over windows of every image. Needs 2 boxes per class."),
 )
 NETWORK_METHODS = ("finetune", "adaptive", "frozen", "double")
 

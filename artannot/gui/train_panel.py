@@ -36,6 +36,11 @@ def format_eta(seconds: float) -> str:
 
 def describe_metrics(model_id: int, metrics: dict) -> str:
     """'model 3: test top-1 72%, top-5 93%' (or a note when there was no test split)."""
+    if metrics and "map50" in metrics:
+        if metrics["map50"] is None:
+            return f"detector {model_id}: no boxed test images to score it"
+        return (f"detector {model_id}: test box mAP {metrics['map'] * 100:.0f}%, AP50 {metrics['map50'] * 100:.0f}%"
+                f" ({metrics.get('n', 0)} images)")
     if metrics and "map" in metrics:
         return f"tag model {model_id}: test mAP {metrics['map'] * 100:.0f}% ({metrics.get('n', 0)} tagged images)"
     if metrics and "oof_map" in metrics:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from artannot.ml.task import Task
 
 METHODS = {
-    "svm": "one-vs-rest SVM (kernel, C, gamma by cross-validation) on deep features",
+    "svm": "SVM on deep features (one-vs-rest or one-vs-one, kernel, C, gamma by cross-validation)",
     "linear": "logistic-regression probe on frozen deep features",
     "finetune": "fine-tune the whole network",
     "adaptive": "adapt the low layers on the (noisy) train split, then classify",
