@@ -175,7 +175,7 @@ def cmd_evaluate(args) -> int:
         model = args.model
         if args.boxes or (model is None and project.active_model_id() is None
                           and project.detector_model_id() is not None):  # only detectors: evaluate one
-            model = project._detector(model)["id"]  # noqa: SLF001 - the detector the project would propose with
+            model = project.detector(model)["id"]  # the detector the project would propose with
         result = project.evaluate(model, split=args.split)
     if args.json:
         print(json.dumps(result))

@@ -16,6 +16,7 @@ from artannot.store import repo
 from artannot.store import tags as tag_store
 from artannot.store.db import connect
 from artannot.store.lock import ProjectLock
+from artannot.store.models import model_task
 
 Progress = Callable[[int, int, str], None]
 log = logging.getLogger(__name__)
@@ -213,13 +214,19 @@ class Project:
         """The active model (the curator's choice, else the best by honest estimate): the one the grid shows."""
         return repo.active_model_id(self.conn)
 
-    def _model(self, model_id: int | None):
-        model_id = model_id if model_id is not None else self.active_model_id()
+    def _model(self, model_id: int | None, task: str | None = None):
+        """A stored model by id (any task), else the active one; with task "detect", a detector only."""
         if model_id is None:
-            raise ModelError("no trained model yet: run `artannot train` (or Train in the app) first")
+            model_id = self.detector_model_id() if task == "detect" else self.active_model_id()
+        if model_id is None:
+            raise ModelError("no detector yet: train one with `artannot train --method detector` (or patches)"
+                             if task == "detect" else
+                             "no trained model yet: run `artannot train` (or Train in the app) first")
         row = repo.get_model(self.conn, model_id)
         if row is None:
             raise ModelError(f"no model with id {model_id} in this project")
+        if task is not None and model_task(row["method"], row["params"]) != task:
+            raise ModelError(f"model {model_id} is not a detector (method {row['method']})")
         return row
 
     def train(self, *, method: str = "svm", backbone: str = "efficientnet_lite0", epochs: int | None = None,
@@ -360,18 +367,12 @@ class Project:
 
         return active_model_id(self.conn, task="detect")
 
-    def _detector(self, model_id: int | None):
-        from artannot.ml.tasks import task_of_model
+    def detector(self, model_id: int | None = None):
+        """A stored detector's row: model_id, else the one proposals come from; ModelError when there is none."""
+        return self._model(model_id, task="detect")
 
-        model_id = model_id if model_id is not None else self.detector_model_id()
-        if model_id is None:
-            raise ModelError("no detector yet: train one with `artannot train --method detector` (or patches)")
-        row = repo.get_model(self.conn, model_id)
-        if row is None:
-            raise ModelError(f"no model with id {model_id} in this project")
-        if task_of_model(row).name != "detect":
-            raise ModelError(f"model {model_id} is not a detector (method {row['method']})")
-        return row
+    def _boxed_image_ids(self) -> set[int]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT image_id FROM boxes WHERE active = 1")}
 
     def propose_boxes(self, image_ids: Sequence[int] | None = None, *, model_id: int | None = None,
                       min_score: float = 0.05, device: str = "auto", progress: Progress | None = None,
@@ -384,10 +385,10 @@ class Project:
         from artannot.ml.detect.predict import detect_images
         from artannot.store import proposals as proposal_store
 
-        row = self._detector(model_id)
+        row = self.detector(model_id)
+        boxed = self._boxed_image_ids()
         if image_ids is None:
-            image_ids = [r[0] for r in self.conn.execute(
-                "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM boxes WHERE active = 1) ORDER BY id")]
+            image_ids = [r[0] for r in self.conn.execute("SELECT id FROM images ORDER BY id") if r[0] not in boxed]
         image_ids = [int(i) for i in dict.fromkeys(image_ids)]
         dets = detect_images(self.conn, self.cache_dir, row, image_ids, threshold=min_score, device=device,
                              progress=progress, cancel=cancel)
@@ -396,7 +397,6 @@ class Project:
 
             raise Cancelled("proposing boxes cancelled")
         stored = proposal_store.replace_proposals(self.conn, row["id"], dets, image_ids)
-        boxed = {r[0] for r in self.conn.execute("SELECT DISTINCT image_id FROM boxes WHERE active = 1")}
         checked = [i for i in image_ids if i in boxed]
         if checked:  # what box_suspects reads: the detection over each drawn box, or none
             proposal_store.record_box_checks(self.conn, row["id"], dets, checked)
@@ -410,15 +410,12 @@ class Project:
         in pixels, "score"}, best first per image."""
         from artannot.ml.detect.predict import detect_images
 
-        row = self._detector(model_id)
-        if paths is None:
-            targets: list = [i for i, _, _ in repo.all_images(self.conn)]
-        else:
-            targets = [Path(p) for p in paths]
+        row = self.detector(model_id)
+        file_of = {i: str(p) for i, p, _ in repo.all_images(self.conn)} if paths is None else {}
+        targets: list = list(file_of) if paths is None else [Path(p) for p in paths]
         dets = detect_images(self.conn, self.cache_dir, row, targets, threshold=threshold, device=device,
                              progress=progress, cancel=cancel)
         names = repo.class_names(self.conn)
-        file_of = ({i: str(p) for i, p, _ in repo.all_images(self.conn)} if paths is None else {})
         out = []
         for target, class_id, x, y, w, h, score in dets:
             is_id = not isinstance(target, (str, Path))
@@ -440,10 +437,9 @@ class Project:
         ran there, or with refresh, it runs now (replacing those images' open proposals)."""
         from artannot.store import proposals as proposal_store
 
-        row = self._detector(model_id)
+        row = self.detector(model_id)
         if refresh or not proposal_store.has_box_checks(self.conn, row["id"]):
-            boxed = [r[0] for r in self.conn.execute(
-                "SELECT DISTINCT image_id FROM boxes WHERE active = 1 ORDER BY image_id")]
+            boxed = sorted(self._boxed_image_ids())
             if boxed:
                 self.propose_boxes(boxed, model_id=row["id"], device=device, progress=progress, cancel=cancel)
         return proposal_store.box_suspects(self.conn, row["id"], min_score=min_score)

@@ -100,3 +100,13 @@ def test_deleting_the_model_keeps_reviewed_history(project, tmp_path):
         assert P.proposals_for(p.conn, a) == []
         assert len(B.boxes_for(p.conn, a)) == 1
         assert p.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_the_store_knows_the_detect_task_by_the_same_method_names_as_ml_detect():
+    """store/models.py cannot import ml/: its copy of the detector methods must match ml/detect's."""
+    from artannot.ml import detect
+    from artannot.store.models import DETECT_METHODS, model_task
+
+    assert set(DETECT_METHODS) == set(detect.METHODS)
+    assert [model_task(m, "{}") for m in ("detector", "patches", "tags", "svm")] == [
+        "detect", "detect", "tags", "classify"]

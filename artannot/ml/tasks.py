@@ -16,6 +16,7 @@ from artannot.errors import ModelError
 from artannot.ml import classify, detect, tags
 from artannot.ml.task import Progress, Task, TrainRequest, TrainResult
 from artannot.store.model_files import project_cache_dir, resolve_model_file
+from artannot.store.models import model_task
 
 TASKS: dict[str, Task] = {t.name: t for t in (classify.TASK, tags.TASK, detect.TASK)}
 
@@ -34,11 +35,8 @@ def task_of(method: str) -> Task:
 
 
 def task_of_model(row: sqlite3.Row) -> Task:
-    """The task of a stored model: recorded in its params, else known from its method."""
-    name = json.loads(row["params"] or "{}").get("task")
-    if name in TASKS:
-        return TASKS[name]
-    return task_of(row["method"]) if row["method"] in methods() else TASKS["classify"]
+    """The task of a stored model: recorded in its params, else known from its method (store/models.py)."""
+    return TASKS[model_task(row["method"], row["params"])]
 
 
 def train(conn: sqlite3.Connection, cache_dir: Path, req: TrainRequest, *, device: str = "auto",

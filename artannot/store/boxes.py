@@ -62,7 +62,8 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int,
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _sizes(conn: sqlite3.Connection, image_ids: Iterable[int]) -> dict[int, tuple[int, int, str]]:
+def image_sizes(conn: sqlite3.Connection, image_ids: Iterable[int]) -> dict[int, tuple[int, int, str]]:
+    """(width, height, path) of each image id that is in the project."""
     out: dict[int, tuple[int, int, str]] = {}
     ids = list(dict.fromkeys(image_ids))
     for start in range(0, len(ids), 500):
@@ -96,7 +97,7 @@ def add_boxes(
         return None
     _check_source(source)
     with write(conn):
-        sizes = _sizes(conn, [b[0] for b in boxes])
+        sizes = image_sizes(conn, [b[0] for b in boxes])
         rows = []
         for image_id, class_id, x, y, w, h in boxes:
             if image_id not in sizes:
@@ -141,7 +142,7 @@ def update_box(
         old = _active(conn, box_id)
         new_class = old["class_id"] if class_id is _KEEP else class_id
         geometry = tuple(old[k] if v is None else v for k, v in zip("xywh", (x, y, w, h), strict=True))
-        width, height, path = _sizes(conn, [old["image_id"]])[old["image_id"]]
+        width, height, path = image_sizes(conn, [old["image_id"]])[old["image_id"]]
         geometry = clip_box(*geometry, width, height, f"box on {path}")
         if new_class == old["class_id"] and geometry == (old["x"], old["y"], old["w"], old["h"]) \
                 and source == old["source"]:

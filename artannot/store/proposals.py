@@ -101,7 +101,7 @@ def replace_proposals(
     detections = list(detections)
     images = list(dict.fromkeys(image_ids if image_ids is not None else (d[0] for d in detections)))
     with write(conn):
-        sizes = box_store._sizes(conn, images)  # noqa: SLF001 - same package
+        sizes = box_store.image_sizes(conn, images)
         for start in range(0, len(images), 500):
             chunk = images[start : start + 500]
             marks = ",".join("?" * len(chunk))
