@@ -279,27 +279,13 @@ def cmd_tags(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    from artannot.data.export import write_csv
-    from artannot.data.importer import scan_images
+    from artannot.data.export import prediction_table, write_csv
 
     bar = ProgressBar()
     with _open(args.project) as project:
-        if args.src:
-            src = Path(args.src)
-            paths = [src] if src.is_file() else list(scan_images(src)) if src.is_dir() else None
-            if paths is None:
-                raise ArtAnnotError(f"{src} is neither an image nor a folder")
-            results = project.predict_files(paths, progress=bar)
-        else:
-            model = project.active_model_id()
-            if model is None:
-                raise ArtAnnotError("no trained model yet: run `artannot train` first")
-            from artannot.store import repo
-
-            results = [(r.path, repo.top_predictions(project.conn, model, r.id)) for r in project.images()]
+        results = project.predict_source(args.src or None, progress=bar)
     bar.close()
-    header = ["path"] + [f"{k}{i}" for i in range(1, 6) for k in ("class", "score")]
-    rows = [[path, *(x for name, score in preds for x in (name, f"{score:.4f}"))] for path, preds in results]
+    header, rows = prediction_table(results)
     if args.out:
         write_csv(Path(args.out), header, rows)
     else:

@@ -278,6 +278,26 @@ class Project:
             out.append((path, [(names[class_ids[k]], float(p[k])) for k in order]))
         return out
 
+    def predict_source(self, src: str | Path | None = None, *, model_id: int | None = None, top: int = 5,
+                       progress: Progress | None = None, cancel: threading.Event | None = None
+                       ) -> list[tuple[str, list[tuple[str, float]]]]:
+        """`artannot predict`: top-k (class, score) of an image file, of every image under a folder (which
+        need not be in the project), or (None) of the project's images from the stored predictions."""
+        from artannot.data.importer import scan_images
+
+        if src is None:
+            model = model_id if model_id is not None else self.active_model_id()
+            if model is None:
+                raise ArtAnnotError("no trained model yet: train one first (artannot train, or Model ▸ Train)")
+            return [(r.path, repo.top_predictions(self.conn, model, r.id)[:top]) for r in self.images()]
+        src = Path(src).expanduser()
+        paths = [src] if src.is_file() else list(scan_images(src)) if src.is_dir() else None
+        if paths is None:
+            raise ArtAnnotError(f"{src} is neither an image nor a folder")
+        if not paths:
+            raise ArtAnnotError(f"no images under {src}")
+        return self.predict_files(paths, model_id=model_id, top=top, progress=progress, cancel=cancel)
+
     # ---- suspects ---------------------------------------------------------------------------------
     def suspects(self, top: int | None = 50, *, model_id: int | None = None, flagged_only: bool = False):
         """Images whose label a model finds most likely wrong, most suspect first (see ml/classify/suspects.py)."""

@@ -110,3 +110,24 @@ def test_the_store_knows_the_detect_task_by_the_same_method_names_as_ml_detect()
     assert set(DETECT_METHODS) == set(detect.METHODS)
     assert [model_task(m, "{}") for m in ("detector", "patches", "tags", "svm")] == [
         "detect", "detect", "tags", "classify"]
+
+
+def test_an_image_reviewed_empty_is_a_negative_and_one_awaiting_review_is_not(project):
+    """Rejecting every proposal on an image says nothing is there: the next detector learns it as background.
+    An image whose proposals are still open may hold objects: it never counts as empty."""
+    from artannot.ml.detect.data import TRAIN_SPLITS, box_images
+
+    with Project(project) as p:
+        a, b, c = (im.id for im in p.images())
+        p.set_split([a, b, c], "train")
+        lute = p.class_id("lute")
+        B.add_boxes(p.conn, [(a, lute, 10, 10, 50, 40)])
+        model = _model(p.conn)
+        P.replace_proposals(p.conn, model, [(b, lute, 20, 20, 40, 40, 0.7), (c, lute, 20, 20, 40, 40, 0.7)])
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [a]  # 1 boxed of 3: not fully boxed
+        P.reject(p.conn, [q.id for q in P.proposals_for(p.conn, b)])
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [a, b]
+        P.accept(p.conn, [q.id for q in P.proposals_for(p.conn, c)])  # now 2 of 3 boxed: "fully boxed"
+        got = box_images(p.conn, TRAIN_SPLITS)
+        assert [im.image_id for im in got] == [a, c, b] and got[2].boxes == []
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS, negatives=False)] == [a, c]

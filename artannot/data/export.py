@@ -47,6 +47,17 @@ def _model_id(conn: sqlite3.Connection, model_id: int | None) -> int:
     return model_id
 
 
+def prediction_table(results, top: int = 5) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of `artannot predict`'s CSV: path, then class1, score1 ... classK, scoreK (empty cells for
+    an image with fewer guesses, e.g. one that could not be read)."""
+    header = ["path"] + [f"{k}{i}" for i in range(1, top + 1) for k in ("class", "score")]
+    rows = []
+    for path, preds in results:
+        flat = [x for name, score in preds[:top] for x in (name, f"{score:.4f}")]
+        rows.append([str(path), *flat, *[""] * (2 * top - len(flat))])
+    return header, rows
+
+
 def export_predictions(conn: sqlite3.Connection, out: Path, model_id: int | None = None, top: int = 5) -> int:
     """path, then the model's top-k classes and scores, one row per image."""
     model_id = _model_id(conn, model_id)

@@ -34,6 +34,8 @@ WIDGET_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Boxes", "drag a box · its handles", "move · resize"),
     ("Boxes", "Delete · Esc · Tab", "delete the selected box · deselect · next box"),
     ("Boxes", "wheel · + − · right-drag · double-click", "zoom · zoom · pan · fit the image"),
+    ("Proposals", "Tab · Enter · class key", "select a proposed box · accept it · accept it with that class"),
+    ("Proposals", "Delete · Shift+Enter", "reject the selected proposal · accept every proposal shown"),
     ("Tags", "Enter · , ;", "in the tag field: add the typed tag to the selection · separate several tags"),
     ("Tags", "× · Delete on a tag", "remove the tag from every selected image (+ gives a grey one to all)"),
     ("Tags", "click a suggestion", "add the tag model's suggestion to the selection"),
@@ -130,6 +132,7 @@ def build_menus(w: MainWindow) -> None:
     w.shortcuts_action = _action(w, view, "&Keyboard shortcuts", w.show_shortcuts, ["?"])
 
     model = bar.addMenu("&Model")
+    w.model_menu = model  # components add their entries (gui/proposals.py)
     w.train_action = _action(w, model, "&Train", w.start_training, ["Ctrl+T"])
     w.train_options_action = _action(w, model, "Train &with options…", w.train_with_options, ["Ctrl+Shift+T"],
                                      "Choose the method (SVM, fine-tuning, adaptive, auto…), backbone and budget")

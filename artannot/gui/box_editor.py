@@ -1,5 +1,9 @@
 """The image with its bounding boxes: draw by dragging, select, move, resize by handles, delete, zoom and pan.
 
+Proposals (boxes a detector suggests, not yet accepted) are shown dashed with their class and score under
+negative ids (-proposal id): they can be selected (click, Tab) but not dragged; Enter accepts the selected
+one, Shift+Enter every one shown, Delete rejects, a class key accepts it with that class.
+
 Scene coordinates are image pixels (the displayed pixmap may be a smaller decode, scaled back up), so a
 box's rectangle is what the store keeps. The editor only reports what the curator did, by signal; the
 window commits each edit at once (store/boxes.py, undoable) and hands the boxes back with their new ids.
@@ -55,6 +59,8 @@ class BoxView:
     rect: QRectF  # image pixels
     label: str | None
     color: str
+    score: float | None = None  # a proposal's detection score
+    proposal: bool = False  # a detector's suggestion (id is -proposal id)
 
 
 def handle_points(r: QRectF) -> dict[str, QPointF]:
@@ -73,6 +79,8 @@ class BoxItem(QGraphicsItem):
         self.rect = QRectF(box.rect)
         self.label = box.label
         self.color = QColor(box.color)
+        self.score = box.score
+        self.proposal = box.proposal
         self.selected = False
         self.setZValue(1)
 
@@ -89,11 +97,11 @@ class BoxItem(QGraphicsItem):
         scale = option.levelOfDetailFromTransform(p.worldTransform()) or 1.0  # screen px per image px
         pen = QPen(self.color, 3 if self.selected else 2)
         pen.setCosmetic(True)
-        if self.label is None:
+        if self.label is None or self.proposal:
             pen.setStyle(Qt.PenStyle.DashLine)
         p.setPen(pen)
         fill = QColor(self.color)
-        fill.setAlpha(50 if self.selected else 18)
+        fill.setAlpha((35 if self.selected else 0) if self.proposal else (50 if self.selected else 18))
         p.setBrush(QBrush(fill))
         p.drawRect(self.rect)
         font = QFont()
@@ -103,18 +111,23 @@ class BoxItem(QGraphicsItem):
         p.translate(self.rect.topLeft())
         p.scale(1 / scale, 1 / scale)  # the tag keeps its screen size
         text = self.label or "no class — press a key"
+        if self.proposal:
+            text = f"{self.label or '?'} {self.score or 0:.2f}" + (" · Enter accepts" if self.selected else "")
         fm = QFontMetricsF(font)
         tag = QRectF(0, -fm.height() - 4, fm.horizontalAdvance(text) + 10, fm.height() + 4)
         if self.rect.top() * scale < tag.height():
             tag.moveTop(0)  # no room above the box: inside it
         p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(self.color if self.label else QColor("#546e7a"))
+        back = QColor(self.color if self.label else QColor("#546e7a"))
+        if self.proposal and not self.selected:
+            back.setAlpha(170)  # a suggestion: lighter than a box
+        p.setBrush(back)
         p.drawRect(tag)
         p.setFont(font)
         p.setPen(QColor("white"))
         p.drawText(tag, Qt.AlignmentFlag.AlignCenter, text)
         p.restore()
-        if self.selected:
+        if self.selected and not self.proposal:
             half = HANDLE_PX / 2 / scale
             hpen = QPen(self.color.darker(140), 1)
             hpen.setCosmetic(True)
@@ -133,6 +146,9 @@ class BoxEditor(QGraphicsView):
     selection_changed = Signal(object)  # box id or None
     hotkey_pressed = Signal(str)  # class keys typed while the editor has focus
     accept_requested = Signal()  # Space
+    proposals_accepted = Signal(list)  # proposal ids (Enter on the selected proposal)
+    accept_all_requested = Signal()  # Shift+Enter: every proposal shown
+    proposals_rejected = Signal(list)  # proposal ids (Delete on the selected proposal)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -215,6 +231,15 @@ class BoxEditor(QGraphicsView):
         """The id of the selected box, if any."""
         return self._selected
 
+    def selected_proposal(self) -> int | None:
+        """The id of the selected proposal (not its item key), if a proposal is selected."""
+        return -self._selected if self._selected is not None and self._selected < 0 else None
+
+    def proposals(self) -> list[int]:
+        """The ids of the proposals shown, best first."""
+        items = [(it.score or 0.0, -i) for i, it in self._items.items() if i < 0]
+        return [pid for _, pid in sorted(items, reverse=True)]
+
     def select_box(self, box_id: int | None) -> None:
         """Select a box (None: none)."""
         if box_id == self._selected:
@@ -276,7 +301,7 @@ class BoxEditor(QGraphicsView):
 
     def hit(self, pos: QPointF) -> tuple[int | None, str | None]:
         """(box id, 'move' or a handle name) under a scene point; the selected box wins ties."""
-        if self._selected is not None:
+        if self._selected is not None and self._selected >= 0:
             item = self._items[self._selected]
             handle = self._handle_at(pos, item)
             if handle:
@@ -305,7 +330,7 @@ class BoxEditor(QGraphicsView):
         box_id, what = self.hit(pos)
         if box_id is not None:
             self.select_box(box_id)
-            if self.editable:
+            if self.editable and box_id >= 0:  # a proposal is accepted first, then fixed
                 self._drag = (what, pos, QRectF(self._items[box_id].rect))
         elif self.editable and self._size.contains(pos):
             self.select_box(None)
@@ -390,6 +415,12 @@ class BoxEditor(QGraphicsView):
         name = key_name(event)
         if name is not None:
             self.hotkey_pressed.emit(name)
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and mods & Qt.KeyboardModifier.ShiftModifier:
+            self.accept_all_requested.emit()
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.selected_proposal() is not None:
+            self.proposals_accepted.emit([self.selected_proposal()])
+        elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not mods and self.selected_proposal() is not None:
+            self.proposals_rejected.emit([self.selected_proposal()])
         elif key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not mods:
             if self._selected is not None and self.editable:
                 self.boxes_deleted.emit([self._selected])

@@ -15,6 +15,8 @@ PRESETS = (  # (data, text, the sort it starts with)
     ("unlabelled", "Unlabelled", "id"),
     ("disagree", "Model disagrees (most confident first)", "confidence"),
     ("suspects", "Suspects (most likely wrong first)", "suspect"),
+    ("proposals", "Box proposals to review (least certain first)", "proposal"),
+    ("box_suspects", "Box suspects (missing, doubtful, other class)", "id"),
 )
 SOURCES = (("", "any source"), ("human", "H · by you"), ("folder", "F · folder"), ("rule", "R · rule"),
            ("import", "I · import"), ("model", "M · model"))  # the letters are the thumbnails' marks
@@ -113,8 +115,9 @@ class FilterBar(QWidget):
         if k < 0 and keep:
             self._emit()
 
-    def query(self, model_id: int | None) -> ImageQuery:
-        """The images and order the controls ask for, against a model (None: no model yet)."""
+    def query(self, model_id: int | None, detector_id: int | None = None, min_proposal: float = 0.0) -> ImageQuery:
+        """The images and order the controls ask for, against a model (None: no model yet), a detector (box
+        suspects) and the proposal threshold."""
         preset = self.show_box.currentData() or "all"
         source, split = self.source_box.currentData(), self.split_box.currentData()
         tag = self.tag_box.currentData() or ""
@@ -125,6 +128,10 @@ class FilterBar(QWidget):
             unlabelled=preset == "unlabelled",
             disagree=preset == "disagree",
             flagged=preset == "suspects",
+            proposals=preset == "proposals",
+            min_proposal=min_proposal,
+            box_suspects=preset == "box_suspects",
+            detector_id=detector_id,
             sources=(source,) if source else (),
             splits=(split,) if split else (),
             text=self.search.text(),

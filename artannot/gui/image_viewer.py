@@ -311,13 +311,23 @@ class BoxEditsMixin:
         return row.id if row is not None else None
 
     def _show_boxes(self, editor: BoxEditor, image_id: int | None, select: int | None = None) -> None:
+        """An image's boxes and its open proposals (at or above the threshold) in an editor."""
         if self.project is None or image_id is None:
             return
         info = {c.id: c for c in self._classes}
         views = [BoxView(b.id, QRectF(b.x, b.y, b.w, b.h), info[b.class_id].name if b.class_id in info else None,
                          info[b.class_id].color if b.class_id in info else "#546e7a")
                  for b in box_store.boxes_for(self.project.conn, image_id)]
+        views += self.proposal_review.views(image_id, info, editor)
         (self.review if editor is self.review.editor else self.viewer).set_boxes(views, select)
+
+    def show_boxes_of(self, editor: BoxEditor, select: int | None = None) -> None:
+        """Show an editor's image's boxes again (after an edit elsewhere), then its grid thumbnail and counts."""
+        image_id = self._editor_image(editor)
+        self._show_boxes(editor, image_id, select)
+        if image_id is not None:
+            self.thumbnails.refresh([image_id])
+        self.update_actions()
 
     def _box_edit(self, editor: BoxEditor, fn, *args, **kwargs) -> None:
         """Commit a box edit, then show the image's boxes again with the edited box selected."""
@@ -352,7 +362,11 @@ class BoxEditsMixin:
 
     def _on_viewer_key(self, key: str) -> None:
         editor = self.viewer.editor
-        if editor.selected_box() is None:
+        if editor.selected_proposal() is not None:
+            info = None if key in ("0", "clear") else self._class_for_key(key)
+            if info is not None or key in ("0", "clear"):
+                self.proposal_review.key(editor, info.id if info else None)
+        elif editor.selected_box() is None:
             self._on_hotkey(key)
         elif key in ("0", "clear"):
             self._set_box_class(editor, editor.selected_box(), None)

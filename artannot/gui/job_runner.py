@@ -88,6 +88,14 @@ class JobRunner(QObject):
         self.queue.submit(job)
         return job
 
+    def run_job(self, name: str, fn, on_success) -> Job | None:
+        """A component's job (fn(progress, cancel)) with the bottom bar's progress and Cancel; on_success gets
+        its result. Refused, with a status line, while another job runs."""
+        if self.busy:
+            self.window.statusBar().showMessage("A job is already running: wait for it or cancel it", 4000)
+            return None
+        return self._submit(name, fn, on_success)
+
     def start_training(self, options: dict | None = None) -> Job | None:
         """Train in the background (options: Project.train's keyword arguments; None: the one-click `auto`
         within the panel's budget); the grid shows the result."""

@@ -40,6 +40,8 @@ from artannot.gui.image_viewer import BoxEditsMixin, ImageCache, ImageViewer
 from artannot.gui.insights import install_insight_views
 from artannot.gui.job_runner import JobRunner
 from artannot.gui.models_view import install_models_view
+from artannot.gui.predict_dialog import install_predict
+from artannot.gui.proposals import install_proposals
 from artannot.gui.review_panel import ReviewModeMixin, ReviewPanel
 from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
@@ -92,11 +94,15 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self._summary_timer.timeout.connect(self._refresh_summary)
         self._save_timer = QTimer(self, singleShot=True, interval=500)
         self._save_timer.timeout.connect(self.save_session)
+        self.job_actions: list = []  # actions that need a project and an idle worker (components add theirs)
+        self.project_actions: list = []  # actions that need a project
         self._build_layout()
         build_menus(self)
         # Other views (e.g. gui/insights.py) install their docks and View menu entries after this line.
         install_insight_views(self)  # saliency, collection map, similar images, model analysis
         install_models_view(self)  # the Models dock: compare, make active, delete
+        install_proposals(self)  # box proposals: the threshold bar, review keys, Model ▸ Propose boxes
+        install_predict(self)  # Model ▸ Predict folder…
         self._connect()
         self.set_project(None)
         self.resize(1400, 900)
@@ -308,7 +314,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         """Query the images the filter bar asks for (SQL, by index) and show them; keep the focus if shown."""
         if self.project is None:
             return
-        query = self.filter_bar.query(self._model_id)
+        query = self.filter_bar.query(self._model_id, self.detector_id(), self.proposal_review.threshold)
         if query.needs_model() and self._model_id is None:
             self.statusBar().showMessage("Train a model first (Model ▸ Train): this view needs its guesses", 6000)
         ids = queries.image_ids(self.project.conn, query)
@@ -327,7 +333,30 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
 
     def show_suspects(self) -> None:
         """Show the images whose label the latest model finds most likely wrong."""
-        self.filter_box.setCurrentIndex(self.filter_box.findData("suspects"))
+        self.show_preset("suspects")
+
+    def show_preset(self, name: str) -> None:
+        """Switch the grid to one of the filter bar's Show presets (suspects, proposals, box_suspects…); the
+        grid queries again even when it already showed it."""
+        self.set_review_mode(False)
+        k = self.filter_box.findData(name)
+        if self.filter_box.currentIndex() == k:
+            self.reload()
+        else:
+            self.filter_box.setCurrentIndex(k)
+
+    def on_proposal_threshold(self) -> None:
+        """The proposal threshold moved: a grid listing images with proposals follows it."""
+        if self.filter_box.currentData() in ("proposals", "box_suspects"):
+            self.apply_filter(keep_selection=True)
+
+    def detector_id(self) -> int | None:
+        """The detector proposals come from (None: none trained)."""
+        return self.project.detector_model_id() if self.project is not None else None
+
+    def classes(self) -> list[ClassInfo]:
+        """The project's visible classes, as the class list shows them."""
+        return list(self._classes)
 
     def focus_search(self) -> None:
         """Ctrl+F: type part of a file name."""
@@ -358,7 +387,9 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
 
     def _on_class_activated(self, class_id: int | None) -> None:
         editor = self.review.editor if self.review_mode() else self.viewer.editor
-        if editor.selected_box() is not None:
+        if editor.selected_proposal() is not None:
+            self.proposal_review.key(editor, class_id)
+        elif editor.selected_box() is not None:
             self._set_box_class(editor, editor.selected_box(), class_id)
         elif self.review_mode():
             self._label_review(class_id)
@@ -571,8 +602,10 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
                        self.merge_class_action, self.delete_class_action, self.hotkey_class_action,
                        self.focus_tags_action, self.accept_tags_action, self.filename_tags_action):
             action.setEnabled(has)
-        for action in (self.import_action, self.export_dialog_action, *self.export_actions):
+        for action in (self.import_action, self.export_dialog_action, *self.export_actions, *self.job_actions):
             action.setEnabled(has and not busy)
+        for action in self.project_actions:
+            action.setEnabled(has)
         self.train_action.setEnabled(has and not busy)
         self.cancel_action.setEnabled(busy)
         for action in (self.evaluate_action, self.accept_action, self.suspects_action):

@@ -213,11 +213,17 @@ class ReviewPanel(QWidget):
         else:
             self.hotkey_pressed.emit(name)
 
+    def focusNextPrevChild(self, forward: bool) -> bool:
+        return False if self.editor.boxes() else super().focusNextPrevChild(forward)  # Tab cycles the boxes
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key, mods = event.key(), event.modifiers()
         name = key_name(event)
         if name is not None:
             self._on_editor_key(name)
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Tab) or (
+                key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and self.editor.selected_proposal() is not None):
+            self.editor.keyPressEvent(event)  # proposals: Tab selects, Enter accepts, Delete rejects
         elif mods:
             super().keyPressEvent(event)
         elif key == Qt.Key.Key_Space:
@@ -275,6 +281,9 @@ class ReviewModeMixin:
         if row is not None:
             self.review.show_row(row, *self._describe(row))
             self._show_boxes(self.review.editor, image_id)
+            first = self.review.editor.proposals() or [p.id for p in self.proposal_review.shown(image_id)]
+            if first:  # reviewing proposals: the best one is selected, Enter accepts it
+                self._show_boxes(self.review.editor, image_id, -first[0])
 
     def _label_review(self, class_id: int | None) -> None:
         image_id = self.review.current_id()
@@ -283,9 +292,18 @@ class ReviewModeMixin:
         self._label([image_id], class_id)
         self.review.advance()
 
+    def review_row(self):
+        """The image review mode shows (None outside it)."""
+        image_id = self.review.current_id() if self.review_mode() else None
+        return self.thumbnails.row_by_id(image_id) if image_id is not None else None
+
     def _on_review_key(self, key: str) -> None:
         editor = self.review.editor
-        if editor.selected_box() is not None and key not in ("clear",):
+        if editor.selected_proposal() is not None:
+            info = None if key in ("0", "clear") else self._class_for_key(key)
+            if info is not None or key in ("0", "clear"):
+                self.proposal_review.key(editor, info.id if info else None)
+        elif editor.selected_box() is not None and key not in ("clear",):
             info = None if key == "0" else self._class_for_key(key)
             if info is not None or key == "0":
                 self._set_box_class(editor, editor.selected_box(), info.id if info else None)

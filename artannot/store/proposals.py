@@ -263,22 +263,26 @@ def _ensure_checks_table(conn: sqlite3.Connection) -> None:
             _create_checks(conn)
 
 
-def box_suspects(conn: sqlite3.Connection, model_id: int, *, min_score: float = 0.5) -> list[dict]:
+def box_suspects(conn: sqlite3.Connection, model_id: int, *, min_score: float = 0.5,
+                 image_id: int | None = None) -> list[dict]:
     """What to check about the boxes, most confident first (see Project.box_suspects): open proposals of the
     model at min_score or more on images with boxes ("missing"), checked boxes no detection overlaps
-    ("doubtful"), and boxes a detection of min_score or more overlaps with another class ("class")."""
+    ("doubtful"), and boxes a detection of min_score or more overlaps with another class ("class").
+    image_id: only that image's."""
     _ensure_checks_table(conn)
     out = []
+    one_p, one_b = ("", "") if image_id is None else (" AND p.image_id = ?", " AND b.image_id = ?")
+    extra = () if image_id is None else (int(image_id),)
     for r in conn.execute(
             "SELECT p.* FROM proposals p WHERE p.model_id = ? AND p.state = 'open' AND p.score >= ?"
-            " AND p.image_id IN (SELECT image_id FROM boxes WHERE active = 1) ORDER BY p.score DESC, p.id",
-            (model_id, float(min_score))):
+            f" AND p.image_id IN (SELECT image_id FROM boxes WHERE active = 1){one_p} ORDER BY p.score DESC, p.id",
+            (model_id, float(min_score), *extra)):
         out.append({"kind": "missing", "image_id": r["image_id"], "box_id": None, "proposal_id": r["id"],
                     "class_id": None, "det_class_id": r["class_id"], "score": r["score"],
                     "bbox": [r["x"], r["y"], r["w"], r["h"]]})
     for r in conn.execute(
             "SELECT c.*, b.image_id, b.class_id, b.x, b.y, b.w, b.h FROM box_checks c JOIN boxes b ON b.id = c.box_id"
-            " WHERE c.model_id = ? AND b.active = 1 ORDER BY c.det_score, b.id", (model_id,)):
+            f" WHERE c.model_id = ? AND b.active = 1{one_b} ORDER BY c.det_score, b.id", (model_id, *extra)):
         base = {"image_id": r["image_id"], "box_id": r["box_id"], "proposal_id": None, "class_id": r["class_id"],
                 "det_class_id": r["det_class_id"], "bbox": [r["x"], r["y"], r["w"], r["h"]]}
         if r["iou"] < CHECK_IOU:
@@ -287,6 +291,19 @@ def box_suspects(conn: sqlite3.Connection, model_id: int, *, min_score: float = 
             out.append({"kind": "class", **base, "score": r["det_score"]})
     out.sort(key=lambda d: -d["score"])
     return out
+
+
+def suspect_images_sql(conn: sqlite3.Connection, model_id: int, *, min_score: float = 0.5) -> tuple[str, list]:
+    """SQL selecting the image ids box_suspects would name for a model (and its parameters): a filter the grid
+    runs by index instead of listing every suspect."""
+    sql = ("SELECT p.image_id FROM proposals p WHERE p.model_id = ? AND p.state = 'open' AND p.score >= ?"
+           " AND p.image_id IN (SELECT image_id FROM boxes WHERE active = 1)")
+    args: list = [model_id, float(min_score)]
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'box_checks'").fetchone() is not None:
+        sql += (" UNION SELECT b.image_id FROM box_checks c JOIN boxes b ON b.id = c.box_id WHERE c.model_id = ?"
+                " AND b.active = 1 AND (c.iou < ? OR (c.det_class_id IS NOT b.class_id AND c.det_score >= ?))")
+        args += [model_id, CHECK_IOU, float(min_score)]
+    return sql, args
 
 
 def forget_model(conn: sqlite3.Connection, model_id: int) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from artannot.store.db import write
+from artannot.store.proposals import suspect_images_sql
 from artannot.store.repo import ImageRow
 
 SORTS = {
@@ -24,6 +25,7 @@ SORTS = {
     "suspect": "most likely wrong first",
     "confidence": "model confidence, high first",
     "confidence_asc": "model confidence, low first",
+    "proposal": "box proposals, least certain first",
 }
 SPLITS = ("train", "val", "test", "none")
 PAGE = 500  # ids per IN (...) list: well under SQLite's variable limit
@@ -55,6 +57,10 @@ class ImageQuery:
     max_confidence: float | None = None
     tag_ids: tuple[int, ...] = ()  # carrying every one of these tags ...
     untagged: bool = False  # ... or (when set) carrying no tag at all
+    proposals: bool = False  # with open box proposals scored at least min_proposal
+    min_proposal: float = 0.0
+    box_suspects: bool = False  # boxes to check: missing, doubtful or of another class (detector_id's checks)
+    detector_id: int | None = None  # the detector whose box checks count
     text: str = ""  # part of the file path, case-insensitive
     sort: str = "id"
     model_id: int | None = None  # the model whose predictions and suspects count (None: none)
@@ -147,6 +153,14 @@ def _build(conn: sqlite3.Connection, q: ImageQuery, what: str) -> tuple[str, lis
         if q.min_suspect is not None:
             where.append("s.score >= ?")
             params.append(float(q.min_suspect))
+    if q.proposals or q.sort == "proposal":
+        joins.append(f"{'JOIN' if q.proposals else 'LEFT JOIN'} (SELECT image_id, MIN(score) AS score FROM proposals"
+                     " WHERE state = 'open' AND score >= ? GROUP BY image_id) pr ON pr.image_id = i.id")
+        join_params.append(float(q.min_proposal))
+    if q.box_suspects:
+        sql, args = suspect_images_sql(conn, q.detector_id if q.detector_id is not None else -1)
+        where.append(f"i.id IN ({sql})")
+        params += args
     if q.splits:
         named = [s for s in q.splits if s != "none"]
         ors = [f"i.split IN ({','.join('?' * len(named))})"] if named else []
@@ -181,6 +195,7 @@ def _build(conn: sqlite3.Connection, q: ImageQuery, what: str) -> tuple[str, lis
             "suspect": "s.rank" if suspect_inner else "s.rank IS NULL, s.rank, i.id",
             "confidence": ("" if pred_inner else "p.score IS NULL, ") + "p.score DESC, i.id",
             "confidence_asc": ("" if pred_inner else "p.score IS NULL, ") + "p.score, i.id",
+            "proposal": ("" if q.proposals else "pr.score IS NULL, ") + "pr.score, i.id",
         }[q.sort]
     return sql, join_params + params
 

@@ -1,11 +1,13 @@
 """What detectors learn from and are measured on: the curator's current boxes, split by image.
 
-Training images are the train, val and unsplit images with boxes; evaluation uses the test split. Images
-without boxes are negatives (nothing to find there) only where the collection looks fully boxed: when at
-least half of the images of those splits have boxes (a COCO import, a curator boxing image by image).
-Otherwise an image without boxes is simply not boxed yet, and counting it as empty would teach the detector
-to miss. Option `negatives` (true/false) overrides the rule. Boxes are clipped to their image (the store
-does); boxes under MIN_SIDE pixels on a side, or without a class, are left out.
+Training images are the train, val and unsplit images with boxes; evaluation uses the test split. An image
+without boxes is a negative (nothing to find there) when the curator reviewed it empty (rejected its
+proposals and left none open), or, with no open proposals either, where the collection looks fully boxed:
+when at least half of the images of those splits have boxes (a COCO import, a curator boxing image by image).
+Otherwise an image without boxes is simply not boxed yet (or its proposals await review), and counting it as
+empty would teach the detector to miss. Option `negatives` (true/false) overrides the rule. Boxes are
+clipped to their image (the store does); boxes under MIN_SIDE pixels on a side, or without a class, are left
+out.
 """
 
 from __future__ import annotations
@@ -60,9 +62,22 @@ def box_images(conn: sqlite3.Connection, splits, *, negatives: bool | None = Non
             if b.class_id is not None and b.w >= MIN_SIDE and b.h >= MIN_SIDE:
                 item.boxes.append((int(b.class_id), b.x, b.y, b.w, b.h))
         (out if image_id in boxes else empty).append(item)
-    if negatives is None:
-        negatives = len(out) >= len(empty) and bool(out)
-    return out + empty if negatives else out
+    if negatives is not None:
+        return out + empty if negatives else out
+    state = _proposal_states(conn)
+    reviewed = [im for im in empty if state.get(im.image_id) == "reviewed"]
+    if len(out) >= len(empty) and out:
+        return out + [im for im in empty if state.get(im.image_id) != "open"]
+    return out + reviewed
+
+
+def _proposal_states(conn: sqlite3.Connection) -> dict[int, str]:
+    """image id -> 'open' (proposals await review) or 'reviewed' (proposals rejected, none open)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'proposals'").fetchone() is None:
+        return {}
+    return {int(i): ("open" if n_open else "reviewed") for i, n_open, n_rejected in conn.execute(
+        "SELECT image_id, SUM(state = 'open'), SUM(state = 'rejected') FROM proposals GROUP BY image_id")
+        if n_open or n_rejected}
 
 
 def class_counts(images: list[BoxImage]) -> dict[int, int]:
