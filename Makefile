@@ -31,10 +31,19 @@ demo: $(DEMO_PROJECT)
 run: $(DEMO_PROJECT)
 	$(VENV)/bin/artannot gui $(DEMO_PROJECT)
 
-# desktop-file-validate / appstreamcli for the packaging tests: installed quietly when root with apt-get; never fails.
+# desktop-file-validate / appstreamcli for the packaging tests, and for the X11 smoke test (tests/test_x11_smoke.py)
+# an X server, a window manager, xdotool, xprop, a font and the libraries Qt's xcb plugin loads (XCB_PACKAGES in
+# artannot/gui/app.py): installed quietly when root with apt-get; never fails.
+X11_TEST_PACKAGES := xvfb openbox xdotool x11-utils fonts-dejavu-core libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 \
+  libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0 libxcb-randr0 libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 \
+  libxcb-shm0 libxcb-sync1 libxcb-render0 libxcb-xinerama0 libxcb1 libxkbcommon0 libx11-xcb1 libegl1 libgl1 \
+  libfontconfig1 libdbus-1-3
 test-tools:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v desktop-file-validate >/dev/null; then \
 	  (apt-get update -qq && apt-get install -y -qq desktop-file-utils appstream) >/dev/null 2>&1 || true; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! dpkg -s $(X11_TEST_PACKAGES) >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  $(X11_TEST_PACKAGES)) >/dev/null 2>&1 || true; fi
 
 test: $(STAMP) test-tools
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest

@@ -147,3 +147,26 @@ def test_a_deleted_class_leaves_the_displayed_predictions(tmp_path, small):
         assert [n for n, _ in top_predictions(p.conn, model, image)] == ["square", "circle"]
         class_store.delete_class(p.conn, square)
         assert [n for n, _ in top_predictions(p.conn, model, image)] == ["circle"]
+
+
+def test_a_job_started_while_another_runs_is_queued_not_refused(qtbot, window):
+    """An analysis job used to grey out Train; now Train (and every job action) stays enabled and queues."""
+    import threading
+
+    gate, order = threading.Event(), []
+
+    def slow(progress, cancel):
+        gate.wait(20)
+        order.append("first")
+        return 1
+
+    first = window.runner.run_job("model analysis", slow, lambda _r: None)
+    qtbot.waitUntil(lambda: window.runner.current is first, timeout=5000)
+    assert window.train_panel.train_button.isEnabled() and window.train_action.isEnabled()
+    assert all(a.isEnabled() for a in window.job_actions)
+    second = window.runner.run_job("predicting", lambda progress, cancel: order.append("second"), lambda _r: None)
+    assert second is not None
+    assert "queued" in window.statusBar().currentMessage() and "model analysis" in window.statusBar().currentMessage()
+    gate.set()
+    qtbot.waitUntil(lambda: not window.jobs.busy, timeout=10_000)
+    assert order == ["first", "second"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -94,7 +94,10 @@ class ReliabilityPlot(QWidget):
 
 
 class EvaluateDialog(QDialog):
-    """A model's test-split scores, in the CLI's `evaluate --json` shape."""
+    """A model's test-split scores, in the CLI's `evaluate --json` shape. Clicking a confusion cell emits
+    cell_chosen(true class name, predicted class name): the window shows those test images in the grid."""
+
+    cell_chosen = Signal(str, str)
 
     def __init__(self, result: dict, parent: QWidget | None = None, calibration: dict | None = None):
         super().__init__(parent)
@@ -110,6 +113,7 @@ class EvaluateDialog(QDialog):
         self.summary.setTextFormat(Qt.TextFormat.RichText)
         self.per_class = self._per_class_table(result)
         self.confusion = self._confusion_table(result)
+        self.confusion.cellClicked.connect(self._on_cell)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._titled("Per class", self.per_class))
         splitter.addWidget(self._titled("Confusion (true ↓, predicted →)", self.confusion))
@@ -126,6 +130,11 @@ class EvaluateDialog(QDialog):
         layout.addWidget(splitter, 1)
         layout.addWidget(buttons)
         self.resize(1240, 540)
+
+    def _on_cell(self, row: int, column: int) -> None:
+        names = self.result.get("classes") or []
+        if row < len(names) and column < len(names):
+            self.cell_chosen.emit(names[row], names[column])
 
     @staticmethod
     def _titled(title: str, widget: QWidget) -> QWidget:
@@ -180,7 +189,8 @@ class EvaluateDialog(QDialog):
                 color = _shade(HOT if r == c else WRONG, frac)
                 item.setBackground(QBrush(color))
                 item.setForeground(QBrush(QColor("white") if frac > 0.55 else QColor("#212121")))
-                item.setToolTip(f"{count} of {sum(row)} '{names[r]}' images predicted as '{names[c]}'")
+                item.setToolTip(f"{count} of {sum(row)} '{names[r]}' images predicted as '{names[c]}'"
+                                " — click to show them in the grid")
                 table.setItem(r, c, item)
         header = table.horizontalHeader()
         width = max([48] + [header.fontMetrics().horizontalAdvance(n) + 16 for n in names])

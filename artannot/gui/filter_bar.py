@@ -22,6 +22,7 @@ SOURCES = (("", "any source"), ("human", "H · by you"), ("folder", "F · folder
            ("import", "I · import"), ("model", "M · model"))  # the letters are the thumbnails' marks
 TAG_CHOICES = (("", "any tags"), ("none", "no tags"))
 SPLIT_NAMES = (("", "any split"), ("train", "train"), ("val", "val"), ("test", "test"), ("none", "no split"))
+CONFUSION_SOURCES = ("human", "folder", "rule", "import")  # the labels Evaluate scores against (not model guesses)
 SEARCH_DELAY_MS = 200  # typing pauses this long before the grid re-queries
 
 
@@ -90,8 +91,11 @@ class FilterBar(QWidget):
         keep = self.show_box.currentData()
         self._quiet = True  # rebuilding must not re-query per item
         self.show_box.blockSignals(True)
+        cell = self._drop_confusion()
         while self.show_box.count() > len(PRESETS):
             self.show_box.removeItem(len(PRESETS))
+        if cell is not None:
+            self.show_box.addItem(*cell)
         for c in classes:
             self.show_box.addItem(f"Class: {c.name}", f"class:{c.id}")
         k = self.show_box.findData(keep)
@@ -100,6 +104,27 @@ class FilterBar(QWidget):
         self._quiet = False
         if k < 0 and keep not in (None, "all"):
             self._emit()
+
+    def show_confusion(self, true_id: int, pred_id: int, text: str) -> None:
+        """Show the test images of one confusion-matrix cell (true class, predicted class) as a Show entry of
+        its own, until another is chosen."""
+        self._quiet = True
+        self._drop_confusion()
+        self.show_box.insertItem(len(PRESETS), text, f"confusion:{true_id}:{pred_id}")
+        self.split_box.setCurrentIndex(0)
+        self.show_box.setCurrentIndex(len(PRESETS))
+        self._quiet = False
+        self._emit()
+
+    def _drop_confusion(self) -> tuple[str, str] | None:
+        """Remove the confusion-cell entry, if any; returns its (text, data)."""
+        for k in range(len(PRESETS), self.show_box.count()):
+            data = str(self.show_box.itemData(k) or "")
+            if data.startswith("confusion:"):
+                text = self.show_box.itemText(k)
+                self.show_box.removeItem(k)
+                return text, data
+        return None
 
     def set_tags(self, tags: Sequence[tuple[int, str]]) -> None:
         """Offer one entry per tag (id, name), keeping the current choice when it still exists."""
@@ -121,6 +146,11 @@ class FilterBar(QWidget):
         preset = self.show_box.currentData() or "all"
         source, split = self.source_box.currentData(), self.split_box.currentData()
         tag = self.tag_box.currentData() or ""
+        if preset.startswith("confusion:"):  # one cell of Evaluate's confusion matrix: what it counted
+            true, pred = (int(v) for v in preset.split(":")[1:3])
+            return ImageQuery(class_ids=(true,), pred_class_ids=(pred,), splits=("test",),
+                              sources=CONFUSION_SOURCES, text=self.search.text(),
+                              sort=self.sort_box.currentData() or "id", model_id=model_id)
         return ImageQuery(
             tag_ids=(int(tag.split(":", 1)[1]),) if tag.startswith("tag:") else (),
             untagged=tag == "none",

@@ -283,10 +283,12 @@ def label_html(row: ImageRow, label: ClassInfo | None, suggested: str | None = N
         how = SOURCE_WORDS.get(row.label_source or "", row.label_source or "")
         text = (f"Label: <span style='color:{label.color}'>■</span> <b>{label.name}</b>"
                 f" <span style='color:#78909c'>({how})</span>")
-    if getattr(row, "flagged", False):
+    if getattr(row, "flagged", False) and label is not None:
         maybe = f"; more likely <b>{suggested}</b>" if suggested else ""
-        text += (f"<br><span style='color:#ef6c00'><b>Suspect</b> (score {row.suspect:.2f}, rank"  # type: ignore
-                 f" {row.suspect_rank}): this label is probably wrong{maybe}</span>")  # type: ignore[attr-defined]
+        text += (f"<br><span style='color:#ef6c00'><b>Suspect</b>, rank {row.suspect_rank}"  # type: ignore
+                 f" (suspect score {row.suspect:.2f}): models that never saw this image found this label"  # type: ignore
+                 f" probably wrong{maybe}. <span style='color:#78909c'>Out-of-fold scores; the bars below are"
+                 " the final model's, trained on this image too.</span></span>")
     elif row.disagrees:
         text += "<br><span style='color:#d32f2f'><b>The model disagrees</b> — check this label</span>"
     return text
@@ -298,7 +300,8 @@ def prediction_title(row: ImageRow | None, model_id: int | None, n: int) -> str:
         return "Model"
     if model_id is None:
         return "Model: none trained yet (Model ▸ Train)"
-    return f"Model {model_id}: top {n}" if n else f"Model {model_id}: no prediction for this image"
+    return (f"Model {model_id} (final model): top {n}" if n
+            else f"Model {model_id}: no prediction for this image")
 
 
 class BoxEditsMixin:

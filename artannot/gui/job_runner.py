@@ -80,6 +80,10 @@ class JobRunner(QObject):
         if w.project is None:
             w.show_error("Open or create a project first (File menu).")
             return None
+        if self.busy:  # queued, not refused: it starts when the running job (and those before it) end
+            running = self.current.name if self.current is not None else "the running job"
+            w.statusBar().showMessage(f"{name.capitalize()} queued: it starts when {running} finishes"
+                                      f" ({self.queue.pending() + 1} waiting)", 6000)
         job = Job(name, fn)
         job.progressed.connect(w.train_panel.show_progress)
         job.succeeded.connect(on_success)
@@ -90,19 +94,13 @@ class JobRunner(QObject):
 
     def run_job(self, name: str, fn, on_success) -> Job | None:
         """A component's job (fn(progress, cancel)) with the bottom bar's progress and Cancel; on_success gets
-        its result. Refused, with a status line, while another job runs."""
-        if self.busy:
-            self.window.statusBar().showMessage("A job is already running: wait for it or cancel it", 4000)
-            return None
+        its result. Queued behind a running job."""
         return self._submit(name, fn, on_success)
 
     def start_training(self, options: dict | None = None) -> Job | None:
         """Train in the background (options: Project.train's keyword arguments; None: the one-click `auto`
         within the panel's budget); the grid shows the result."""
         w = self.window
-        if self.busy:
-            w.statusBar().showMessage("A job is already running", 4000)
-            return None
         if options is None:
             options = w.train_panel.one_click_options()
         path = w.project.path if w.project else None

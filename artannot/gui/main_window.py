@@ -572,8 +572,22 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             return None
         metrics = json.loads(get_model(self.project.conn, result["model"])["metrics"] or "{}")
         self.evaluate_dialog = EvaluateDialog(result, self, calibration=metrics.get("calibration"))
+        self.evaluate_dialog.cell_chosen.connect(self.show_confusion_cell)
         self.evaluate_dialog.show()
         return self.evaluate_dialog
+
+    def show_confusion_cell(self, true_name: str, pred_name: str) -> None:
+        """The test images labelled true_name that the active model predicts as pred_name, in the grid."""
+        by_name = {c.name: c.id for c in self._classes}
+        if true_name not in by_name or pred_name not in by_name:
+            self.statusBar().showMessage("That class no longer exists", 4000)
+            return
+        self.set_review_mode(False)
+        self.filter_bar.show_confusion(by_name[true_name], by_name[pred_name],
+                                       f"Test: {true_name} predicted {pred_name}")
+        n = self.thumbnails.rowCount()
+        self.statusBar().showMessage(f"{n:,} test image{'s' if n != 1 else ''} labelled '{true_name}' that model"
+                                     f" {self._model_id} predicts as '{pred_name}'", 8000)
 
     def show_shortcuts(self) -> None:
         """The `?` overlay with every key."""
@@ -603,10 +617,10 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
                        self.focus_tags_action, self.accept_tags_action, self.filename_tags_action):
             action.setEnabled(has)
         for action in (self.import_action, self.export_dialog_action, *self.export_actions, *self.job_actions):
-            action.setEnabled(has and not busy)
+            action.setEnabled(has)  # while a job runs, another one queues behind it
         for action in self.project_actions:
             action.setEnabled(has)
-        self.train_action.setEnabled(has and not busy)
+        self.train_action.setEnabled(has)
         self.cancel_action.setEnabled(busy)
         for action in (self.evaluate_action, self.accept_action, self.suspects_action):
             action.setEnabled(has and self._model_id is not None)

@@ -193,12 +193,12 @@ class TrainPanel(QWidget):
     def set_enabled_for_project(self, has_project: bool) -> None:
         """Training needs an open project."""
         self._has_project = has_project
-        self.train_button.setEnabled(has_project and not self._running)
+        self.train_button.setEnabled(has_project)
 
     def set_running(self, job_name: str | None) -> None:
         """A job started (its name) or everything is idle (None)."""
         self._running = job_name is not None
-        self.train_button.setEnabled(getattr(self, "_has_project", False) and not self._running)
+        self.train_button.setEnabled(getattr(self, "_has_project", False))  # a click while busy queues a run
         self.cancel_button.setEnabled(self._running)
         self.progress.setVisible(self._running)
         self.stage.setMinimumWidth(240 if self._running else 0)  # idle: room for the label counts

@@ -51,6 +51,7 @@ class ImageQuery:
     sources: tuple[str, ...] = ()  # label source: human, folder, rule (file-name rule), import, model
     splits: tuple[str, ...] = ()  # train, val, test, none
     disagree: bool = False  # the model's top guess differs from the label
+    pred_class_ids: tuple[int, ...] = ()  # the model's top guess is one of these (a confusion-matrix cell)
     flagged: bool = False  # confident learning says the label is wrong
     min_suspect: float | None = None  # suspect score at least this (0..1)
     min_confidence: float | None = None  # the model's top-1 score within [min, max]
@@ -67,7 +68,7 @@ class ImageQuery:
 
     def needs_model(self) -> bool:
         """Whether the query means nothing without a trained model."""
-        return (self.disagree or self.flagged or self.min_suspect is not None or self.min_confidence is not None
+        return (self.disagree or self.flagged or bool(self.pred_class_ids) or self.min_suspect is not None or self.min_confidence is not None
                 or self.max_confidence is not None or self.sort in ("suspect", "confidence", "confidence_asc"))
 
 
@@ -132,12 +133,15 @@ def _build(conn: sqlite3.Connection, q: ImageQuery, what: str) -> tuple[str, lis
             where.append(sql)
             params += args
     confidence = q.min_confidence is not None or q.max_confidence is not None
-    if q.disagree or confidence or q.sort in ("confidence", "confidence_asc"):
-        kind = "JOIN" if q.disagree or confidence else "LEFT JOIN"
+    if q.disagree or confidence or q.pred_class_ids or q.sort in ("confidence", "confidence_asc"):
+        kind = "JOIN" if q.disagree or confidence or q.pred_class_ids else "LEFT JOIN"
         joins.append(f"{kind} predictions p ON p.model_id = ? AND p.image_id = i.id AND p.rank = 1")
         join_params.append(model)
         if q.disagree:
             where.append("l.class_id IS NOT NULL AND p.class_id IS NOT l.class_id")
+        if q.pred_class_ids:
+            where.append(f"p.class_id IN ({','.join('?' * len(q.pred_class_ids))})")
+            params += [int(c) for c in q.pred_class_ids]
         if q.min_confidence is not None:
             where.append("p.score >= ?")
             params.append(float(q.min_confidence))

@@ -104,6 +104,10 @@ class JobQueue(QObject):
         """True while a job runs or waits."""
         return self.current is not None or bool(self._pending)
 
+    def pending(self) -> int:
+        """Jobs waiting behind the running one."""
+        return len(self._pending)
+
     def cancel_all(self) -> None:
         """Drop waiting jobs and ask the running one to stop."""
         self._pending.clear()
