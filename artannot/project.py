@@ -92,7 +92,7 @@ class Project:
                       cancel: threading.Event | None = None, unlabelled_folders: Sequence[str] = ()):
         """Add a folder's images with labels from folder names, file names, none, or a label file
         (`csv:FILE`, `coco:FILE`, `voc:DIR`, `yolo:DIR`, `labelme:DIR`: labels, boxes and splits)."""
-        from artannot.data.formats import READERS, read_annotations
+        from artannot.data.formats import READERS, iter_annotations
         from artannot.data.importer import import_annotations, import_folder
         from artannot.data.rules import Vocabulary
 
@@ -104,7 +104,7 @@ class Project:
                 raise ArtAnnotError(f"--labels-from {kind} needs its label file: {kind}:{what}")
             if not Path(src).expanduser().is_dir():
                 raise ArtAnnotError(f"{src} is not a folder of images")
-            annotations = read_annotations(kind, arg, src)  # every check before the first write
+            annotations = iter_annotations(kind, arg, src)  # consumed whole before the first write
             return import_annotations(self.conn, src, annotations, vocabulary=vocab, split=split,
                                       description=f"labels from {kind} {Path(arg).name}", progress=progress,
                                       cancel=cancel)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ LABEL_MODES = ("folder", "filename", "none")
 SPLIT_MODES = ("auto", "train", "test")
 BATCH = 200
 NOTES_SHOWN = 20  # notes listed after an import; the rest are counted
+NOT_FOUND_KEPT = 1000  # annotated files missing from the folder named in the report; the rest only counted
 
 
 @dataclass
@@ -48,7 +49,8 @@ class ImportReport:
     tagged: int = 0  # images whose tags the import changed
     kept_human: int = 0  # images whose curator label, boxes or removed tags the import left alone
     duplicate_of: list[tuple[str, str]] = field(default_factory=list)  # (new path, path with the same content)
-    not_found: list[str] = field(default_factory=list)  # annotated images not under the root
+    not_found: list[str] = field(default_factory=list)  # annotated images not under the root (the first ones)
+    not_found_total: int = 0  # how many there were (a million-row label file keeps only the first few)
     new_classes: list[str] = field(default_factory=list)  # class names the label files introduced
     skipped_boxes: list[str] = field(default_factory=list)  # one line each: which box, why
     ambiguous: list[tuple[str, list[str]]] = field(default_factory=list)  # file names naming several classes
@@ -73,7 +75,7 @@ class ImportReport:
         if self.not_files:
             parts.append(f"{len(self.not_files)} skipped as not regular files (links, pipes, devices)")
         if self.not_found:
-            parts.append(f"{len(self.not_found)} annotated images not found")
+            parts.append(f"{max(self.not_found_total, len(self.not_found))} annotated images not found")
         if self.skipped_boxes:
             parts.append(f"{len(self.skipped_boxes)} boxes skipped")
         if self.ambiguous:
@@ -88,8 +90,9 @@ class ImportReport:
         """One printable line per thing a curator may want to check, for the CLI and the GUI's log: the first
         `limit` of them, then one line saying how many more there were (None: all)."""
         out = self.all_notes()
+        unnamed = max(0, self.not_found_total - len(self.not_found))  # counted, not listed (one line says so)
         if limit is not None and len(out) > limit:
-            out = [*out[:limit], f"… and {len(out) - limit} more"]
+            out = [*out[:limit], f"… and {len(out) - limit + unnamed - (1 if unnamed else 0):,} more"]
         return out
 
     def all_notes(self) -> list[str]:
@@ -98,6 +101,8 @@ class ImportReport:
         out += [f"missing {printable(rel)}: known to the project but no longer on disk" for rel in self.missing]
         out += [f"not found {where}: the label file names it, but it is not an image under the folder"
                 for where in self.not_found]
+        if self.not_found_total > len(self.not_found):
+            out.append(f"not found: {self.not_found_total - len(self.not_found):,} more annotated images")
         out += [f"duplicate {printable(rel)}: same content as {printable(first)} (imported anyway)"
                 for rel, first in self.duplicate_of]
         out += self.skipped_boxes
@@ -199,7 +204,7 @@ def import_folder(
 def import_annotations(
     conn: sqlite3.Connection,
     images_root: str | Path,
-    annotations: Sequence[Annotation],
+    annotations: Iterable[Annotation],
     *,
     source: str = "import",
     split: str = "auto",
@@ -218,15 +223,26 @@ def import_annotations(
     annotations refuse the import and change nothing. Annotated files missing on disk are reported.
     """
     root = _check_root(images_root, split)
-    by_rel = _merge(annotations)
-    rename = _class_mapping(conn, by_rel.values(), vocabulary)
     files, not_files = scan_collection(root)
     on_disk = {p.relative_to(root).as_posix() for p in files}
-    if by_rel and on_disk.isdisjoint(by_rel):
-        first = next(iter(by_rel.values()))
+    # Streamed: only the annotations of files on disk are kept (a million junk rows cost no memory); the
+    # others are counted, the first NOT_FOUND_KEPT named in the report.
+    found: list[Annotation] = []
+    missing: dict[str, str] = {}
+    total, first = 0, None
+    for a in annotations:
+        total += 1
+        first = first or a
+        if a.path in on_disk:
+            found.append(a)
+        elif len(missing) < NOT_FOUND_KEPT:
+            missing.setdefault(a.path, f"{printable(a.path)} ({a.where})")
+    if total and not found:
         raise ImportFormatError(
-            f"none of the {len(by_rel)} images the label file names is under {printable(root)} (the first,"
+            f"none of the {total} images the label file names is under {printable(root)} (the first,"
             f" {printable(first.path)} from {first.where}, is not there); check the folder and the paths")
+    by_rel = _merge(found)
+    rename = _class_mapping(conn, by_rel.values(), vocabulary)
     if vocabulary is not None:  # checked: now the vocabulary's classes may be created, in its order
         ensure_classes(conn, vocabulary.classes)
     existing = _class_names(conn)
@@ -243,7 +259,9 @@ def import_annotations(
     if report.cancelled:  # only the classes the committed batches created
         report.new_classes = [n for n in report.new_classes if n in _class_names(conn)]
     if not report.cancelled:
-        report.not_found = [f"{printable(a.path)} ({a.where})" for rel, a in by_rel.items() if rel not in seen]
+        report.not_found = [*missing.values(),
+                            *(f"{printable(a.path)} ({a.where})" for rel, a in by_rel.items() if rel not in seen)]
+        report.not_found_total = total - len(found) + sum(1 for rel in by_rel if rel not in seen)
     return report
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -414,7 +415,7 @@ def fmt_num(v: float) -> str:
 
 # --labels-from KIND:PATH -> (module, reader); PATH is a file for csv and coco, a folder for the others.
 READERS = {
-    "csv": ("csv_labels", "read_csv_labels"),
+    "csv": ("csv_labels", "iter_csv_labels"),
     "coco": ("coco", "read_coco"),
     "voc": ("voc", "read_voc"),
     "yolo": ("yolo", "read_yolo"),
@@ -424,6 +425,12 @@ READERS = {
 
 def read_annotations(kind: str, src: str | os.PathLike, images_root: str | os.PathLike) -> list[Annotation]:
     """Read a label file or folder of one of the READERS kinds, for images under images_root."""
+    return list(iter_annotations(kind, src, images_root))
+
+
+def iter_annotations(kind: str, src: str | os.PathLike, images_root: str | os.PathLike) -> Iterable[Annotation]:
+    """read_annotations, streamed where the format allows (CSV: a row at a time); a bad entry raises
+    ImportFormatError when it is reached, so a caller consumes it all before writing anything."""
     import importlib
 
     if kind not in READERS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from artannot.data.formats import (
@@ -36,9 +37,14 @@ HEADER = ["path", "label", "label_source", "split", "evidence", "tags"]
 
 def read_csv_labels(path: str | Path, images_root: str | Path) -> list[Annotation]:
     """Annotations from a labels CSV; any bad row refuses the whole file with its line number."""
+    return list(iter_csv_labels(path, images_root))
+
+
+def iter_csv_labels(path: str | Path, images_root: str | Path) -> Iterator[Annotation]:
+    """The annotations of a labels CSV one row at a time (a million-row file is never held in memory); a bad
+    row raises ImportFormatError with its line number when it is reached."""
     path, root = Path(path), Path(images_root).resolve()
     name = show(path)
-    out: list[Annotation] = []
     cols: tuple[int | None, ...] = (0, 1, 2, None)
     try:  # streamed: a file of a million rows is read a line at a time, not held twice in memory
         fh = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115
@@ -60,12 +66,11 @@ def read_csv_labels(path: str | Path, images_root: str | Path) -> list[Annotatio
                 label = check_name(cells[1], where) if cells[1] else None
                 tags = None if cols[3] is None else check_tags(
                     [t for t in re.split(r"[;|]", cells[3]) if t.strip()], where)
-                out.append(Annotation(rel, label, check_split(cells[2], where), where=where, tags=tags))
+                yield Annotation(rel, label, check_split(cells[2], where), where=where, tags=tags)
         except csv.Error as exc:
             raise ImportFormatError(f"{name} line {reader.line_num}: not valid CSV ({exc})") from None
         except OSError as exc:
             raise ImportFormatError(f"cannot read labels CSV {printable(path)}: {exc.strerror or exc}") from None
-    return out
 
 
 def _columns(header: list[str], where: str) -> tuple[int | None, ...]:
