@@ -58,6 +58,8 @@ METHODS: tuple[tuple[str, str, str], ...] = (
      " pyramid over the backbone, evaluated by COCO mAP on the test split. Needs 8 boxes or more."),
     ("patches", "Box detector, few boxes (patches)", "A cold start for a handful of boxes: deep features of the"
      " boxes against background regions, scored over windows of every image. Needs 2 boxes per class."),
+    ("detect-auto", "Box detector, automatic", "Fits both box detectors on part of your boxes, keeps the one"
+     " with the better box mAP on the rest (patches alone under 8 boxes), then trains it on every box."),
 )
 NETWORK_METHODS = ("finetune", "adaptive", "frozen", "double")
 

@@ -5,7 +5,7 @@ class model with the best honest estimate (metrics["estimate"]["top1"]: nested C
 chose nothing), newer first on a tie; models without an estimate come after every model with one, newest
 first. So a newer model never silently replaces a better one.
 
-Detectors (task "detect": methods detector and patches) are chosen apart: the curator's choice under
+Detectors (task "detect": methods detector, patches and detect-auto, which stores the winner's method) are chosen apart: the curator's choice under
 'active_detector', else the one with the best stored box mAP (metrics["map"]), newer first on a tie. A detector
 is never the class model, and a class model never the detector; tag models are neither.
 """
@@ -21,7 +21,7 @@ from artannot.store.db import write
 
 ACTIVE_KEY = "active_model"
 DETECTOR_KEY = "active_detector"
-DETECT_METHODS = ("detector", "patches")  # ml/detect's methods (the store does not import ml/)
+DETECT_METHODS = ("detector", "patches", "detect-auto")  # ml/detect's methods (the store does not import ml/)
 TASKS = ("classify", "detect")
 
 

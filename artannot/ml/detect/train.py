@@ -10,6 +10,8 @@ detector: Faster R-CNN + FPN (ml/detect/model.py), AdamW (heads 1e-3, backbone a
 then cosine decay, horizontal flips, images drawn with repeat factors so rare classes are seen as often as
 sqrt(their rarity) asks (LVIS), gradient clipping; CUDA + AMP on a GPU, fp32 on CPU.
 patches: box regions vs mined background, features + probe over a window grid (ml/detect/patches.py).
+detect-auto (ml/detect/auto.py) fits both on part of these images, scores them on the rest, and
+stores the better through train_detect as a model of its method.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +50,23 @@ def _option(req, key: str, default):
     return type(default)(value) if value is not None else default
 
 
-def train_detect(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = "auto", progress=None,
-                 cancel: threading.Event | None = None) -> TrainResult:
-    """Train, evaluate and store a detector (req.method detector or patches); progress and cancel as always."""
-    started = time.perf_counter()
+@dataclass
+class Training:
+    """The training images of a run (boxes of left-out classes dropped) and the classes it learns."""
+
+    images: list[BoxImage]
+    class_ids: list[int]
+    class_names: list[str]
+    skipped: list[str]
+
+    @property
+    def n_boxes(self) -> int:
+        return sum(len(im.boxes) for im in self.images)
+
+
+def training_data(conn: sqlite3.Connection, req, need: int | None = None) -> Training:
+    """The boxed train, val and unsplit images (and negatives per the rule), refused with one line when there
+    are fewer than `need` boxes (default: req.method's minimum) or no class has MIN_CLASS_BOXES boxes."""
     negatives = req.options.get("negatives")
     images = box_images(conn, TRAIN_SPLITS, negatives=None if negatives is None else bool(negatives))
     counts = class_counts(images)
@@ -59,7 +74,7 @@ def train_detect(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str 
     n_boxes = sum(counts.values())
     if n_boxes == 0:
         raise ModelError("draw some boxes first: no boxes with a class on train, val or unsplit images")
-    need = MIN_BOXES[req.method]
+    need = MIN_BOXES[req.method] if need is None else need
     if n_boxes < need:
         raise ModelError(f"--method {req.method} needs at least {need} boxes with a class on training images;"
                          f" there {'is' if n_boxes == 1 else 'are'} {n_boxes}"
@@ -70,20 +85,46 @@ def train_detect(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str 
     skipped = sorted(names.get(c, str(c)) for c in counts if c not in class_ids)
     for im in images:
         im.boxes = [b for b in im.boxes if b[0] in class_ids]
-    class_names = [names.get(c, str(c)) for c in class_ids]
-    runtime = select_runtime(device)
-    models_dir = Path(cache_dir) / "models"
+    return Training(images, class_ids, [names.get(c, str(c)) for c in class_ids], skipped)
+
+
+def model_path(models_dir: Path, method: str, backbone: str) -> Path:
+    """A new file name for a detector of method (detector: .pt, patches: .npz)."""
     tag = uuid.uuid4().hex[:12]
-    path = models_dir / (f"det-{req.backbone}-{tag}.pt" if req.method == "detector"
-                         else f"patches-{req.backbone}-{tag}.npz")
+    return Path(models_dir) / (f"det-{backbone}-{tag}.pt" if method == "detector" else f"patches-{backbone}-{tag}.npz")
+
+
+def fit(method: str, images: list[BoxImage], class_ids, class_names, req, runtime: Runtime, path: Path, progress,
+        cancel):
+    """Fit a detector of method on images and save it to path: (Detector, info for the params)."""
+    if method == "detector":
+        return _train_detector(images, class_ids, class_names, req, runtime, path, progress, cancel)
+    return _train_patches(images, class_ids, class_names, req, runtime, path, progress, cancel)
+
+
+def train_detect(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = "auto", progress=None,
+                 cancel: threading.Event | None = None, data: Training | None = None, fitted=None,
+                 extra_params: dict | None = None, started: float | None = None,
+                 test_progress=None) -> TrainResult:
+    """Train, evaluate and store a detector (req.method detector or patches); progress and cancel as always.
+
+    detect-auto (ml/detect/auto.py) passes its own training data, or a detector it already fitted as
+    (Detector, info, path) in `fitted`, and params to add (extra_params); test_progress reports the test-split
+    scoring (default: progress)."""
+    started = time.perf_counter() if started is None else started
+    data = training_data(conn, req) if data is None else data
+    images, class_ids, class_names, skipped = data.images, data.class_ids, data.class_names, data.skipped
+    runtime = select_runtime(device)
+    path = model_path(Path(cache_dir) / "models", req.method, req.backbone) if fitted is None else Path(fitted[2])
     try:
-        if req.method == "detector":
-            detector, info = _train_detector(images, class_ids, class_names, req, runtime, path, progress, cancel)
+        if fitted is None:
+            detector, info = fit(req.method, images, class_ids, class_names, req, runtime, path, progress, cancel)
         else:
-            detector, info = _train_patches(images, class_ids, class_names, req, runtime, path, progress, cancel)
+            detector, info = fitted[0], dict(fitted[1])
         if cancel is not None and cancel.is_set():
             raise Cancelled("training cancelled")
-        metrics = _test_metrics(conn, detector, class_ids, class_names, progress, cancel)
+        metrics = _test_metrics(conn, detector, class_ids, class_names,
+                                progress if test_progress is None else test_progress, cancel)
         metrics.update(info.pop("metrics", {}))
         metrics["seconds"] = time.perf_counter() - started
         params = {"task": "detect", "class_ids": class_ids, "class_names": class_names, "skipped_classes": skipped,
@@ -92,6 +133,7 @@ def train_detect(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str 
                   "device": f"{runtime.device.type} {'fp16 AMP' if runtime.device.type == 'cuda' else 'fp32'}", **info,
                   "summary": _summary(req, class_names),
                   "predictor": {"kind": req.method, "path": str(path)}}
+        params.update(extra_params or {})
         return _store(conn, req, class_ids, params, metrics, path, cancel)
     except BaseException:
         path.unlink(missing_ok=True)  # cancelled or failed: no model row, so no files either
