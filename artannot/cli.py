@@ -440,12 +440,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from artannot.demo import write_demo
+    from artannot.demo import write_box_demo, write_demo
 
     bar = ProgressBar()
-    path = write_demo(args.dir, progress=bar)
+    path = (write_box_demo if args.boxes else write_demo)(args.dir, progress=bar)
     bar.close()
-    print(f"created {path} (the bundled demo collection); open it with: artannot gui {path}")
+    what = "the bundled box demo: instruments to detect" if args.boxes else "the bundled demo collection"
+    print(f"created {path} ({what}); open it with: artannot gui {path}")
     return 0
 
 
@@ -597,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="write DIR/demo.artannot: the bundled demo collection, labelled and tagged")
     s.add_argument("dir")
+    s.add_argument("--boxes", action="store_true",
+                   help="write DIR/boxes-demo.artannot instead: scenes with musical instruments boxed, to"
+                        " train --method detector or patches on")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("gui", help="open the app (the default)")

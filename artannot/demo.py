@@ -1,4 +1,8 @@
-"""The bundled demo collection (artannot/resources/demo) and `artannot demo DIR`: a ready project on it."""
+"""The bundled demo collections and `artannot demo DIR [--boxes]`: a ready project on one of them.
+
+artannot/resources/demo: clip art in class folders, tagged (classification, tags);
+artannot/resources/demo_boxes: clip-art scenes with musical instruments boxed in a COCO file (detection).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from artannot.errors import ProjectError
 
 DEMO_DIR = Path(__file__).resolve().parent / "resources" / "demo"
 DEMO_NAME = "demo.artannot"
+BOX_DEMO_DIR = Path(__file__).resolve().parent / "resources" / "demo_boxes"
+BOX_DEMO_NAME = "boxes-demo.artannot"
+BOX_DEMO_COCO = "boxes.coco.json"
 
 
 def demo_folder() -> Path:
@@ -30,4 +37,26 @@ def write_demo(folder: str | Path, progress: Callable[[int, int, str], None] | N
     with Project.create(path) as project:
         project.import_folder(src, labels_from="folder", split="auto", progress=progress)
         project.import_folder(src, labels_from=f"csv:{src / 'tags.csv'}", progress=progress)
+    return path
+
+
+def box_demo_folder() -> Path:
+    """The installed box demo: images/ with boxes.coco.json (boxes and each image's split) beside it."""
+    if not (BOX_DEMO_DIR / BOX_DEMO_COCO).is_file():
+        raise ProjectError(f"the box demo collection is missing from this installation ({BOX_DEMO_DIR});"
+                           " reinstall artannot")
+    return BOX_DEMO_DIR
+
+
+def write_box_demo(folder: str | Path, progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """FOLDER/boxes-demo.artannot with the box demo imported: its instrument boxes and its train/test split."""
+    from artannot.project import Project
+
+    src = box_demo_folder()
+    path = Path(folder).expanduser().resolve() / BOX_DEMO_NAME
+    if path.exists():
+        raise ProjectError(f"{path} already exists: open it with `artannot gui {path}` or choose another folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Project.create(path) as project:
+        project.import_folder(src, labels_from=f"coco:{src / BOX_DEMO_COCO}", split="auto", progress=progress)
     return path

@@ -5,8 +5,9 @@ class model with the best honest estimate (metrics["estimate"]["top1"]: nested C
 chose nothing), newer first on a tie; models without an estimate come after every model with one, newest
 first. So a newer model never silently replaces a better one.
 
-Detectors (task "detect": methods detector, patches and detect-auto, which stores the winner's method) are chosen apart: the curator's choice under
-'active_detector', else the one with the best stored box mAP (metrics["map"]), newer first on a tie. A detector
+Detectors (task "detect": methods detector and patches; detect-auto stores its winner under the winner's
+method) are chosen apart: the curator's choice under 'active_detector', else the one with the best stored box
+mAP (metrics["map"]), newer first on a tie. A detector
 is never the class model, and a class model never the detector; tag models are neither.
 """
 
