@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.artannot-installed
 DEMO_PROJECT ?= build/demo.artannot
 
-.PHONY: setup run demo test test-fast lint bench clean install-desktop test-tools dist
+.PHONY: setup run run-boxes demo test test-fast lint bench clean install-desktop test-tools dist
 PREFIX ?=
 APP_ID := io.github.artannot.ArtAnnot
 XDG_DATA_HOME ?= $(HOME)/.local/share
@@ -30,6 +30,14 @@ demo: $(DEMO_PROJECT)
 
 run: $(DEMO_PROJECT)
 	$(VENV)/bin/artannot gui $(DEMO_PROJECT)
+
+BOX_DEMO_PROJECT ?= build/boxes-demo.artannot
+$(BOX_DEMO_PROJECT): $(STAMP)
+	$(VENV)/bin/artannot demo $(dir $(BOX_DEMO_PROJECT)) --boxes  # instrument scenes, boxes and train/test split
+
+# The box demo: Model ▸ Train detector, then Model ▸ Propose boxes ▸ On every image without boxes.
+run-boxes: $(BOX_DEMO_PROJECT)
+	$(VENV)/bin/artannot gui $(BOX_DEMO_PROJECT)
 
 # desktop-file-validate / appstreamcli for the packaging tests, and for the X11 smoke test (tests/test_x11_smoke.py)
 # an X server, a window manager, xdotool, xprop, a font and the libraries Qt's xcb plugin loads (XCB_PACKAGES in

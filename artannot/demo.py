@@ -48,8 +48,20 @@ def box_demo_folder() -> Path:
     return BOX_DEMO_DIR
 
 
+def box_demo_to_review(coco: dict) -> set[int]:
+    """COCO image ids of the box demo left unboxed in the project: every fourth boxed train image, where a
+    detector trained on the others proposes boxes to review (their true boxes stay in the COCO file)."""
+    boxed = {a["image_id"] for a in coco["annotations"]}
+    train = [im["id"] for im in coco["images"] if im.get("split") == "train" and im["id"] in boxed]
+    return set(train[3::4])
+
+
 def write_box_demo(folder: str | Path, progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """FOLDER/boxes-demo.artannot with the box demo imported: its instrument boxes and its train/test split."""
+    """FOLDER/boxes-demo.artannot with the box demo imported: its instrument boxes and its train/test split,
+    except on the images box_demo_to_review leaves for the detector's proposals."""
+    import json
+    import tempfile
+
     from artannot.project import Project
 
     src = box_demo_folder()
@@ -57,6 +69,11 @@ def write_box_demo(folder: str | Path, progress: Callable[[int, int, str], None]
     if path.exists():
         raise ProjectError(f"{path} already exists: open it with `artannot gui {path}` or choose another folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with Project.create(path) as project:
-        project.import_folder(src, labels_from=f"coco:{src / BOX_DEMO_COCO}", split="auto", progress=progress)
+    coco = json.loads((src / BOX_DEMO_COCO).read_text(encoding="utf-8"))
+    todo = box_demo_to_review(coco)
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] not in todo]
+    with tempfile.TemporaryDirectory() as tmp, Project.create(path) as project:
+        labels = Path(tmp) / BOX_DEMO_COCO
+        labels.write_text(json.dumps(coco), encoding="utf-8")
+        project.import_folder(src, labels_from=f"coco:{labels}", split="auto", progress=progress)
     return path

@@ -66,8 +66,10 @@ def test_every_class_has_train_and_test_boxes_and_some_images_have_none(coco):
     assert 0 < len(set(split) - boxed) < len(split) // 4  # a few negatives
 
 
-def test_artannot_demo_boxes_writes_a_project_with_every_box_and_both_splits(tmp_path, capsys, coco):
+def test_artannot_demo_boxes_writes_a_project_with_its_boxes_both_splits_and_images_to_review(tmp_path, capsys,
+                                                                                              coco):
     from artannot.cli import main
+    from artannot.demo import box_demo_to_review
     from artannot.project import Project
 
     assert main(["demo", str(tmp_path / "d"), "--boxes"]) == 0
@@ -78,9 +80,35 @@ def test_artannot_demo_boxes_writes_a_project_with_every_box_and_both_splits(tmp
         n_boxes = p.conn.execute("SELECT COUNT(*) FROM boxes WHERE active = 1").fetchone()[0]
         splits = dict(p.conn.execute("SELECT split, COUNT(*) FROM images GROUP BY split").fetchall())
         classes = {r[0] for r in p.conn.execute("SELECT name FROM classes")}
-    assert n_images == len(coco["images"]) and n_boxes == len(coco["annotations"])
+    todo = box_demo_to_review(coco)
+    withheld = [a for a in coco["annotations"] if a["image_id"] in todo]
+    assert 10 <= len(todo) <= 16 and withheld  # train images a detector proposes boxes on
+    assert n_images == len(coco["images"]) and n_boxes == len(coco["annotations"]) - len(withheld)
     assert splits == dict(Counter(im["split"] for im in coco["images"]))
     assert classes == {c["name"] for c in coco["categories"]}
     assert main(["demo", str(tmp_path / "d"), "--boxes"]) == 2  # never over an existing project
     err = capsys.readouterr().err.strip()
     assert "already exists" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_patches_trained_on_the_box_demo_from_the_cli_beats_random_boxes_and_proposes(tmp_path, capsys):
+    """The demo's loop from the command line: train the cold-start detector, measure it with COCOeval on the
+    test split, propose on the images left to review (the true boxes withheld there are found)."""
+    from artannot.cli import main
+    from artannot.project import Project
+    from tests.test_detect import random_baseline
+
+    assert main(["demo", str(tmp_path), "--boxes"]) == 0
+    path = str(tmp_path / BOX_DEMO_NAME)
+    assert main(["train", path, "--method", "patches"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", path, "--boxes", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures) >= {"map", "map50", "map75", "n", "per_class"} and figures["n"] > 0
+    with Project(path) as p:
+        base = random_baseline(p)
+    assert figures["map50"] > 5 * base["map50"] + 0.05, (figures, base)
+    assert main(["propose", path, "--json"]) == 0
+    proposed = json.loads(capsys.readouterr().out)
+    assert proposed["images"] >= 10 and proposed["proposals"] > 0

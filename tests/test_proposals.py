@@ -12,6 +12,7 @@ from artannot.project import Project
 from artannot.store import boxes as B
 from artannot.store import labels as L
 from artannot.store import proposals as P
+from artannot.store import repo
 from artannot.store.db import now
 
 
@@ -124,10 +125,24 @@ def test_an_image_reviewed_empty_is_a_negative_and_one_awaiting_review_is_not(pr
         B.add_boxes(p.conn, [(a, lute, 10, 10, 50, 40)])
         model = _model(p.conn)
         P.replace_proposals(p.conn, model, [(b, lute, 20, 20, 40, 40, 0.7), (c, lute, 20, 20, 40, 40, 0.7)])
-        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [a]  # 1 boxed of 3: not fully boxed
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [a]
         P.reject(p.conn, [q.id for q in P.proposals_for(p.conn, b)])
         assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [a, b]
-        P.accept(p.conn, [q.id for q in P.proposals_for(p.conn, c)])  # now 2 of 3 boxed: "fully boxed"
+        P.accept(p.conn, [q.id for q in P.proposals_for(p.conn, c)])
         got = box_images(p.conn, TRAIN_SPLITS)
         assert [im.image_id for im in got] == [a, c, b] and got[2].boxes == []
         assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS, negatives=False)] == [a, c]
+        B.delete_boxes(p.conn, [x.id for x in B.boxes_for(p.conn, a)])  # a: not boxed yet, never reviewed
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS)] == [c, b]
+        assert [im.image_id for im in box_images(p.conn, TRAIN_SPLITS, negatives=True)] == [c, a, b]
+
+
+def test_two_classes_on_one_object_keep_only_the_surer_proposal(project):
+    with Project(project) as p:
+        img = p.images()[0].id
+        lute = p.class_id("lute")
+        other = repo.ensure_classes(p.conn, ["harp"])["harp"]
+        kept = P.replace_proposals(p.conn, None, [(img, other, 21, 11, 50, 40, 0.45), (img, lute, 20, 10, 50, 40, 0.8),
+                                                  (img, other, 120, 10, 50, 40, 0.3)])
+        got = P.proposals_for(p.conn, img)
+        assert kept == 2 and [(q.class_id, q.score) for q in got] == [(lute, 0.8), (other, 0.3)]

@@ -299,79 +299,95 @@ def prediction_title(row: ImageRow | None, model_id: int | None, n: int) -> str:
     if row is None:
         return "Model"
     if model_id is None:
-        return "Model: none trained yet (Model ▸ Train)"
+        return "Class model: none trained yet (Model ▸ Train)"
     return (f"Model {model_id} (final model): top {n}" if n
             else f"Model {model_id}: no prediction for this image")
 
 
-class BoxEditsMixin:
-    """The main window's side of box editing: commit what a BoxEditor reports, then show the boxes again."""
+class BoxEdits(QObject):
+    """Box editing in both editors (the image dock's and review mode's), the whole of it: a box drawn, moved,
+    resized, deleted or given a class is committed at once (store/boxes.py, one undoable event each), then
+    the image's boxes and open proposals are shown again with the edited box selected. A class key in the
+    image dock goes to the selected proposal or box if there is one, else it labels the image."""
 
-    def _editor_image(self, editor: BoxEditor) -> int | None:
-        if editor is self.review.editor:
-            return self.review.current_id()
-        row = self.viewer.row
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        window.viewer.editor.hotkey_pressed.connect(self.on_viewer_key)
+        for editor in (window.viewer.editor, window.review.editor):
+            editor.box_drawn.connect(lambda rect, e=editor: self.drawn(e, rect))
+            editor.box_changed.connect(lambda box_id, rect, e=editor: self.changed(e, box_id, rect))
+            editor.boxes_deleted.connect(lambda ids, e=editor: self.commit(e, box_store.delete_boxes, ids))
+
+    def image_of(self, editor: BoxEditor) -> int | None:
+        """The image an editor shows."""
+        w = self.w
+        if editor is w.review.editor:
+            return w.review.current_id()
+        row = w.viewer.row
         return row.id if row is not None else None
 
-    def _show_boxes(self, editor: BoxEditor, image_id: int | None, select: int | None = None) -> None:
+    def show(self, editor: BoxEditor, image_id: int | None, select: int | None = None) -> None:
         """An image's boxes and its open proposals (at or above the threshold) in an editor."""
-        if self.project is None or image_id is None:
+        w = self.w
+        if w.project is None or image_id is None:
             return
-        info = {c.id: c for c in self._classes}
+        info = {c.id: c for c in w.classes()}
         views = [BoxView(b.id, QRectF(b.x, b.y, b.w, b.h), info[b.class_id].name if b.class_id in info else None,
                          info[b.class_id].color if b.class_id in info else "#546e7a")
-                 for b in box_store.boxes_for(self.project.conn, image_id)]
-        views += self.proposal_review.views(image_id, info, editor)
-        (self.review if editor is self.review.editor else self.viewer).set_boxes(views, select)
+                 for b in box_store.boxes_for(w.project.conn, image_id)]
+        views += w.proposal_review.views(image_id, info, editor)
+        (w.review if editor is w.review.editor else w.viewer).set_boxes(views, select)
 
-    def show_boxes_of(self, editor: BoxEditor, select: int | None = None) -> None:
+    def refresh(self, editor: BoxEditor, select: int | None = None) -> None:
         """Show an editor's image's boxes again (after an edit elsewhere), then its grid thumbnail and counts."""
-        image_id = self._editor_image(editor)
-        self._show_boxes(editor, image_id, select)
+        image_id = self.image_of(editor)
+        self.show(editor, image_id, select)
         if image_id is not None:
-            self.thumbnails.refresh([image_id])
-        self.update_actions()
+            self.w.thumbnails.refresh([image_id])
+        self.w.update_actions()
 
-    def _box_edit(self, editor: BoxEditor, fn, *args, **kwargs) -> None:
+    def commit(self, editor: BoxEditor, fn, *args, **kwargs) -> None:
         """Commit a box edit, then show the image's boxes again with the edited box selected."""
-        image_id = self._editor_image(editor)
-        if self.project is None or image_id is None:
+        w = self.w
+        image_id = self.image_of(editor)
+        if w.project is None or image_id is None:
             return
         try:
-            event_id = fn(self.project.conn, *args, **kwargs)
+            event_id = fn(w.project.conn, *args, **kwargs)
         except ArtAnnotError as exc:
-            self.show_error(str(exc))
+            w.show_error(str(exc))
             event_id = None
-        new = queries.box_ids_of_event(self.project.conn, event_id) if event_id else []
-        self._show_boxes(editor, image_id, new[-1] if new else None)
-        self.thumbnails.refresh([image_id])
-        self.update_actions()
+        new = queries.box_ids_of_event(w.project.conn, event_id) if event_id else []
+        self.show(editor, image_id, new[-1] if new else None)
+        w.thumbnails.refresh([image_id])
+        w.update_actions()
 
-    def _on_box_drawn(self, editor: BoxEditor, rect: QRectF) -> None:
-        image_id = self._editor_image(editor)
-        row = self.thumbnails.row_by_id(image_id) if image_id is not None else None
-        class_id = self.class_list.current_class() or (row.class_id if row else None)
-        self._box_edit(editor, box_store.add_boxes, [(image_id, class_id, rect.x(), rect.y(), rect.width(),
-                                                      rect.height())])
+    def drawn(self, editor: BoxEditor, rect: QRectF) -> None:
+        """A new box takes the class chosen in the class list, else the image's label."""
+        w = self.w
+        image_id = self.image_of(editor)
+        row = w.thumbnails.row_by_id(image_id) if image_id is not None else None
+        class_id = w.class_list.current_class() or (row.class_id if row else None)
+        self.commit(editor, box_store.add_boxes, [(image_id, class_id, rect.x(), rect.y(), rect.width(),
+                                                   rect.height())])
 
-    def _on_box_changed(self, editor: BoxEditor, box_id: int, rect: QRectF) -> None:
-        self._box_edit(editor, box_store.update_box, box_id, x=rect.x(), y=rect.y(), w=rect.width(), h=rect.height())
+    def changed(self, editor: BoxEditor, box_id: int, rect: QRectF) -> None:
+        self.commit(editor, box_store.update_box, box_id, x=rect.x(), y=rect.y(), w=rect.width(), h=rect.height())
 
-    def _on_boxes_deleted(self, editor: BoxEditor, ids: list[int]) -> None:
-        self._box_edit(editor, box_store.delete_boxes, ids)
+    def set_class(self, editor: BoxEditor, box_id: int, class_id: int | None) -> None:
+        self.commit(editor, box_store.update_box, box_id, class_id=class_id)
 
-    def _set_box_class(self, editor: BoxEditor, box_id: int, class_id: int | None) -> None:
-        self._box_edit(editor, box_store.update_box, box_id, class_id=class_id)
-
-    def _on_viewer_key(self, key: str) -> None:
-        editor = self.viewer.editor
+    def on_viewer_key(self, key: str) -> None:
+        """A class key, 0 or 'clear' typed in the image dock's editor."""
+        w, editor = self.w, self.w.viewer.editor
         if editor.selected_proposal() is not None:
-            info = None if key in ("0", "clear") else self._class_for_key(key)
+            info = None if key in ("0", "clear") else w._class_for_key(key)
             if info is not None or key in ("0", "clear"):
-                self.proposal_review.key(editor, info.id if info else None)
+                w.proposal_review.key(editor, info.id if info else None)
         elif editor.selected_box() is None:
-            self._on_hotkey(key)
+            w._on_hotkey(key)
         elif key in ("0", "clear"):
-            self._set_box_class(editor, editor.selected_box(), None)
-        elif (info := self._class_for_key(key)) is not None:
-            self._set_box_class(editor, editor.selected_box(), info.id)
+            self.set_class(editor, editor.selected_box(), None)
+        elif (info := w._class_for_key(key)) is not None:
+            self.set_class(editor, editor.selected_box(), info.id)

@@ -2,8 +2,10 @@
 with its boxes on the right, jobs below. Every edit is committed at once; the session is restored on start.
 
 Menus, actions and file dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
-window's side of class edits, review mode, box edits and tags in class_dialogs.py, review_panel.py,
-image_viewer.py and tag_panel.py (mixins, so each sits beside the widget it serves).
+window's side of class edits and tags in class_dialogs.py and tag_panel.py (mixins, so each sits beside the
+widget it serves). Components own their part and are wired here: review mode (review_panel.ReviewController:
+every key there), box edits (image_viewer.BoxEdits), box proposals (proposals.py), the Models dock
+(models_view.py), the insight views (insights.py), Predict folder (predict_dialog.py).
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ from artannot.gui.class_dialogs import ClassEditsMixin
 from artannot.gui.class_list import ClassList
 from artannot.gui.evaluate_dialog import EvaluateDialog
 from artannot.gui.filter_bar import FilterBar
-from artannot.gui.image_viewer import BoxEditsMixin, ImageCache, ImageViewer
+from artannot.gui.image_viewer import BoxEdits, ImageCache, ImageViewer
 from artannot.gui.insights import install_insight_views
 from artannot.gui.job_runner import JobRunner
 from artannot.gui.models_view import install_models_view
 from artannot.gui.predict_dialog import install_predict
 from artannot.gui.proposals import install_proposals
-from artannot.gui.review_panel import ReviewModeMixin, ReviewPanel
+from artannot.gui.review_panel import ReviewController, ReviewPanel
 from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
 from artannot.gui.tag_panel import TagEditsMixin
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMixin, TagEditsMixin, SessionMixin,
+class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, SessionMixin,
                  QMainWindow):
     """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
@@ -83,6 +85,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.class_list = ClassList()
         self.viewer = ImageViewer(self.image_cache)
         self.review = ReviewPanel(self.image_cache, self.thumbnails.row_by_id)
+        self.review_controller = ReviewController(self, self.review)  # what each key does in review mode
         self.train_panel = TrainPanel()
         self.counts = QLabel("")
         self.runner = JobRunner(self)
@@ -157,16 +160,8 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self.filter_bar.changed.connect(self.apply_filter)
         self.train_panel.train_requested.connect(self.start_training)
         self.train_panel.cancel_requested.connect(self.cancel_job)
-        self.review.hotkey_pressed.connect(self._on_review_key)
-        self.review.accept_requested.connect(self._accept_review)
-        self.review.current_changed.connect(self._show_review)
-        self.review.exit_requested.connect(lambda: self.set_review_mode(False))
-        self.viewer.editor.hotkey_pressed.connect(self._on_viewer_key)
         self.viewer.editor.accept_requested.connect(self.accept_predictions)
-        for editor in (self.viewer.editor, self.review.editor):
-            editor.box_drawn.connect(lambda rect, e=editor: self._on_box_drawn(e, rect))
-            editor.box_changed.connect(lambda box_id, rect, e=editor: self._on_box_changed(e, box_id, rect))
-            editor.boxes_deleted.connect(lambda ids, e=editor: self._on_boxes_deleted(e, ids))
+        self.box_edits = BoxEdits(self)  # drawn, moved, deleted, reclassified boxes in both editors
         self._connect_tags()
         self._keep_keys_for_labelling()
 
@@ -302,7 +297,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
     def show_model_summary(self) -> None:
         """The latest model's scores in the bottom bar."""
         if self.project is None or self._model_id is None:
-            self.train_panel.show_result("No model trained yet")
+            self.train_panel.show_result("No class model trained yet")
             self.train_panel.show_candidates(None)
             return
         row = get_model(self.project.conn, self._model_id)
@@ -330,6 +325,18 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         self._show_current()
         self._update_counts()
         self._save_timer.start()
+
+    def review_mode(self) -> bool:
+        """Whether the review queue replaces the grid (review_panel.ReviewController)."""
+        return self.review_controller.active()
+
+    def set_review_mode(self, on: bool) -> None:
+        """Review the current filter one image at a time, from the focused image (Ctrl+R; Esc leaves)."""
+        self.review_controller.set_active(on)
+
+    def review_row(self) -> ImageRow | None:
+        """The image review mode shows (None outside it)."""
+        return self.review_controller.current_row()
 
     def show_suspects(self) -> None:
         """Show the images whose label the latest model finds most likely wrong."""
@@ -379,7 +386,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         if self.project is None:
             return
         if self.review_mode():
-            self._on_review_key(key)
+            self.review_controller.on_key(key)
         elif key in ("0", "clear"):
             self.set_label_of_selection(None)
         elif (info := self._class_for_key(key)) is not None:
@@ -390,9 +397,9 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
         if editor.selected_proposal() is not None:
             self.proposal_review.key(editor, class_id)
         elif editor.selected_box() is not None:
-            self._set_box_class(editor, editor.selected_box(), class_id)
+            self.box_edits.set_class(editor, editor.selected_box(), class_id)
         elif self.review_mode():
-            self._label_review(class_id)
+            self.review_controller.label(class_id)
         else:
             self.set_label_of_selection(class_id)
 
@@ -470,7 +477,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             return
         self.reload()
         if self.review_mode():
-            self._show_review(self.review.current_id())
+            self.review_controller.show(self.review.current_id())
         n = event.n_changes
         self.statusBar().showMessage(f"{verb}: {event.description} ({n} change{'s' if n != 1 else ''})", 5000)
 
@@ -489,7 +496,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, ReviewModeMixin, BoxEditsMix
             self.viewer.show_image(None)
             return
         self.viewer.show_image(row, *self._describe(row))
-        self._show_boxes(self.viewer.editor, row.id)
+        self.box_edits.show(self.viewer.editor, row.id)
         nxt = [self.thumbnails.row_at(k) for k in range(self.grid.currentIndex().row() + 1,
                                                            min(self.grid.currentIndex().row() + 3,
                                                                self.thumbnails.rowCount()))]

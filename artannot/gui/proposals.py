@@ -324,7 +324,7 @@ def install_proposals(w: MainWindow) -> ProposalReview:
     w.proposal_review = review
     layout = w.viewer.layout()
     layout.insertWidget(layout.indexOf(w.viewer.editor) + 1, review.bar)
-    review.boxes_changed.connect(lambda editor, select: w.show_boxes_of(editor, select))
+    review.boxes_changed.connect(lambda editor, select: w.box_edits.refresh(editor, select))
     review.threshold_changed.connect(lambda _v: w.on_proposal_threshold())
     review.message.connect(lambda text: w.statusBar().showMessage(text, 10000))
     menu = w.model_menu

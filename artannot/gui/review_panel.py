@@ -1,7 +1,8 @@
 """Review mode: one image at a time over the current filter, decided with one key, the next one already decoded.
 
-The panel owns the queue (the grid's ids when review started) and the position in it; the window commits
-each decision and then calls `advance()`. Skips are remembered for the session so they can be revisited.
+The panel owns the queue (the grid's ids when review started) and the position in it, and reports keys by
+signal; ReviewController (below) decides what each does, commits it and calls `advance()`. Skips are
+remembered for the session so they can be revisited.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -244,80 +245,100 @@ class ReviewPanel(QWidget):
             super().keyPressEvent(event)
 
 
-class ReviewModeMixin:
-    """The main window's side of review mode: switch to it, show each image, commit each decision."""
+class ReviewController(QObject):
+    """Review mode, the whole of it: switching to it (Ctrl+R) and back (Esc), showing each image, and what every
+    key does there — Space takes the model's guess, a class key sets that class (0 or Delete clears), S skips,
+    and with a box or a proposed box selected the key goes to that box instead (proposals: Enter accepts,
+    Delete rejects). Each decision is committed at once through the window (one undoable edit), then the next
+    image follows.
 
-    def review_mode(self) -> bool:
+    It gets the window and its ReviewPanel; the panel reports keys by signal, the controller decides."""
+
+    def __init__(self, window, panel: ReviewPanel):
+        super().__init__(window)
+        self.w, self.panel = window, panel
+        panel.hotkey_pressed.connect(self.on_key)
+        panel.accept_requested.connect(self.accept)
+        panel.current_changed.connect(self.show)
+        panel.exit_requested.connect(lambda: self.set_active(False))
+
+    def active(self) -> bool:
         """Whether the review queue replaces the grid."""
-        return self.stack.currentWidget() is self.review
+        return self.w.stack.currentWidget() is self.panel
 
-    def set_review_mode(self, on: bool) -> None:
-        """Review the current filter one image at a time, from the focused image (Ctrl+R; Esc leaves)."""
-        on = bool(on) and self.project is not None and self.thumbnails.rowCount() > 0
-        if on == self.review_mode():
-            self.review_action.setChecked(on)
+    def set_active(self, on: bool) -> None:
+        """Review the current filter one image at a time, from the focused image."""
+        w = self.w
+        on = bool(on) and w.project is not None and w.thumbnails.rowCount() > 0
+        if on == self.active():
+            w.review_action.setChecked(on)
             return
         if on:
-            current = self.grid.currentIndex()
-            self.stack.setCurrentWidget(self.review)
-            self.image_dock.hide()
-            self.review.start(self.thumbnails.ids(), current.row() if current.isValid() else 0,
-                              self.filter_bar.describe())
-            self.review.setFocus()
+            current = w.grid.currentIndex()
+            w.stack.setCurrentWidget(self.panel)
+            w.image_dock.hide()
+            self.panel.start(w.thumbnails.ids(), current.row() if current.isValid() else 0, w.filter_bar.describe())
+            self.panel.setFocus()
         else:
-            image_id = self.review.current_id()
-            self.stack.setCurrentIndex(0)
-            self.image_dock.show()
+            image_id = self.panel.current_id()
+            w.stack.setCurrentIndex(0)
+            w.image_dock.show()
             if image_id is not None:
-                self.grid.select_ids([image_id], image_id)
-            self.grid.setFocus()
-        self.review_action.setChecked(on)
+                w.grid.select_ids([image_id], image_id)
+            w.grid.setFocus()
+        w.review_action.setChecked(on)
 
-    def _show_review(self, image_id: int | None) -> None:
-        if image_id is None or self.project is None:
-            return
-        self.thumbnails.refresh([image_id])
-        row = self.thumbnails.row_by_id(image_id)
-        if row is not None:
-            self.review.show_row(row, *self._describe(row))
-            self._show_boxes(self.review.editor, image_id)
-            first = self.review.editor.proposals() or [p.id for p in self.proposal_review.shown(image_id)]
-            if first:  # reviewing proposals: the best one is selected, Enter accepts it
-                self._show_boxes(self.review.editor, image_id, -first[0])
-
-    def _label_review(self, class_id: int | None) -> None:
-        image_id = self.review.current_id()
-        if self.project is None or image_id is None:
-            return
-        self._label([image_id], class_id)
-        self.review.advance()
-
-    def review_row(self):
+    def current_row(self) -> ImageRow | None:
         """The image review mode shows (None outside it)."""
-        image_id = self.review.current_id() if self.review_mode() else None
-        return self.thumbnails.row_by_id(image_id) if image_id is not None else None
+        image_id = self.panel.current_id() if self.active() else None
+        return self.w.thumbnails.row_by_id(image_id) if image_id is not None else None
 
-    def _on_review_key(self, key: str) -> None:
-        editor = self.review.editor
+    def show(self, image_id: int | None) -> None:
+        """Show an image of the queue with its label, guesses, boxes and proposals (the best one selected)."""
+        w = self.w
+        if image_id is None or w.project is None:
+            return
+        w.thumbnails.refresh([image_id])
+        row = w.thumbnails.row_by_id(image_id)
+        if row is not None:
+            self.panel.show_row(row, *w._describe(row))
+            w.box_edits.show(self.panel.editor, image_id)
+            first = self.panel.editor.proposals() or [p.id for p in w.proposal_review.shown(image_id)]
+            if first:  # reviewing proposals: the best one is selected, Enter accepts it
+                w.box_edits.show(self.panel.editor, image_id, -first[0])
+
+    def label(self, class_id: int | None) -> None:
+        """Give the image on screen this class (None clears), then the next image."""
+        image_id = self.panel.current_id()
+        if self.w.project is None or image_id is None:
+            return
+        self.w._label([image_id], class_id)
+        self.panel.advance()
+
+    def on_key(self, key: str) -> None:
+        """A class key, 0 or 'clear' (Delete): for the selected proposal or box if any, else the image."""
+        w, editor = self.w, self.panel.editor
         if editor.selected_proposal() is not None:
-            info = None if key in ("0", "clear") else self._class_for_key(key)
+            info = None if key in ("0", "clear") else w._class_for_key(key)
             if info is not None or key in ("0", "clear"):
-                self.proposal_review.key(editor, info.id if info else None)
+                w.proposal_review.key(editor, info.id if info else None)
         elif editor.selected_box() is not None and key not in ("clear",):
-            info = None if key == "0" else self._class_for_key(key)
+            info = None if key == "0" else w._class_for_key(key)
             if info is not None or key == "0":
-                self._set_box_class(editor, editor.selected_box(), info.id if info else None)
+                w.box_edits.set_class(editor, editor.selected_box(), info.id if info else None)
         elif key in ("0", "clear"):
-            self._label_review(None)
-        elif (info := self._class_for_key(key)) is not None:
-            self._label_review(info.id)
+            self.label(None)
+        elif (info := w._class_for_key(key)) is not None:
+            self.label(info.id)
 
-    def _accept_review(self) -> None:
-        image_id = self.review.current_id()
-        if self.project is None or image_id is None:
+    def accept(self) -> None:
+        """Space: the model's top guess for the image on screen."""
+        w = self.w
+        image_id = self.panel.current_id()
+        if w.project is None or image_id is None:
             return
-        guess = queries.top_classes(self.project.conn, self._model_id, [image_id]) if self._model_id else {}
+        guess = queries.top_classes(w.project.conn, w._model_id, [image_id]) if w._model_id else {}
         if image_id not in guess:
-            self.statusBar().showMessage("The model has no guess for this image: press a class key", 4000)
+            w.statusBar().showMessage("The model has no guess for this image: press a class key", 4000)
             return
-        self._label_review(guess[image_id])
+        self.label(guess[image_id])

@@ -151,7 +151,7 @@ class TrainPanel(QWidget):
         self.stage = QLabel("")
         self.stage.setMinimumWidth(240)
         self.stage.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
-        self.result = QLabel("No model trained yet")
+        self.result = QLabel("No class model trained yet")
         self.result.setStyleSheet("color: #37474f;")
         self.sources = QLabel("")
         self.sources.setStyleSheet("color: #546e7a;")

@@ -25,6 +25,7 @@ from artannot.store.db import now, write
 from artannot.store.labels import new_event
 
 DUPLICATE_IOU = 0.5  # a proposal this much over a current box is the same box
+SAME_OBJECT_IOU = 0.7  # two detections this much over each other (any classes) are one object: the best is kept
 STATES = ("open", "accepted", "rejected")
 
 
@@ -96,7 +97,8 @@ def replace_proposals(
     The open proposals of every image named (image_ids, else the images the detections are on) are dropped
     first, so proposing again replaces instead of piling up; accepted and rejected ones stay as history.
     Detections over a current box (IoU >= 0.5, any class) or over a proposal the curator rejected are not
-    stored. Boxes are clipped to their image; one with no area inside it is dropped.
+    stored, nor one over a better detection kept on the image (IoU >= 0.7, any class: the same object, which
+    a class key relabels). Boxes are clipped to their image; one with no area inside it is dropped.
     """
     detections = list(detections)
     images = list(dict.fromkeys(image_ids if image_ids is not None else (d[0] for d in detections)))
@@ -115,7 +117,8 @@ def replace_proposals(
                 "SELECT x, y, w, h FROM proposals WHERE image_id = ? AND state = 'rejected'", (image_id,))]
         rows = []
         stamp = now()
-        for image_id, class_id, x, y, w, h, score in detections:
+        kept: dict[int, list[tuple[float, float, float, float]]] = {}
+        for image_id, class_id, x, y, w, h, score in sorted(detections, key=lambda d: -d[6]):
             if image_id not in sizes:
                 raise ArtAnnotError(f"no image with id {image_id} in this project")
             width, height, _ = sizes[image_id]
@@ -125,6 +128,9 @@ def replace_proposals(
                 continue
             if any(iou(box, other) >= DUPLICATE_IOU for other in taken.setdefault(image_id, [])):
                 continue
+            if any(iou(box, other) >= SAME_OBJECT_IOU for other in kept.setdefault(image_id, [])):
+                continue  # the same object under another class, less sure: a class key fixes the best one
+            kept[image_id].append(box)
             rows.append((image_id, model_id, class_id, *box, float(score), stamp))
         conn.executemany(
             "INSERT INTO proposals(image_id, model_id, class_id, x, y, w, h, score, state, created_at)"

@@ -1,13 +1,13 @@
 """What detectors learn from and are measured on: the curator's current boxes, split by image.
 
 Training images are the train, val and unsplit images with boxes; evaluation uses the test split. An image
-without boxes is a negative (nothing to find there) when the curator reviewed it empty (rejected its
-proposals and left none open), or, with no open proposals either, where the collection looks fully boxed:
-when at least half of the images of those splits have boxes (a COCO import, a curator boxing image by image).
-Otherwise an image without boxes is simply not boxed yet (or its proposals await review), and counting it as
-empty would teach the detector to miss. Option `negatives` (true/false) overrides the rule. Boxes are
-clipped to their image (the store does); boxes under MIN_SIDE pixels on a side, or without a class, are left
-out.
+without boxes is a negative (nothing to find there) only when the curator reviewed it empty: rejected its
+proposals and left none open. Any other image without boxes may simply not be boxed yet (the usual loop: box
+some images, train, propose on the rest), and counting it as empty would teach the detector to miss what it
+should propose there; both methods learn the background from the boxed images anyway. Option `negatives`
+(true: every unboxed image, e.g. a COCO file whose empty images are known negatives; false: none) overrides
+the rule. Boxes are clipped to their image (the store does); boxes under MIN_SIDE pixels on a side, or
+without a class, are left out.
 """
 
 from __future__ import annotations
@@ -65,10 +65,7 @@ def box_images(conn: sqlite3.Connection, splits, *, negatives: bool | None = Non
     if negatives is not None:
         return out + empty if negatives else out
     state = _proposal_states(conn)
-    reviewed = [im for im in empty if state.get(im.image_id) == "reviewed"]
-    if len(out) >= len(empty) and out:
-        return out + [im for im in empty if state.get(im.image_id) != "open"]
-    return out + reviewed
+    return out + [im for im in empty if state.get(im.image_id) == "reviewed"]
 
 
 def _proposal_states(conn: sqlite3.Connection) -> dict[int, str]:

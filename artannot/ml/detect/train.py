@@ -1,7 +1,7 @@
 """`train --method detector|patches`: fit a detector on the curator's boxes, measure it, store it.
 
-Training images: the boxed train, val and unsplit images (and unboxed ones as negatives where the collection
-looks fully boxed; ml/detect/data.py). The test split's boxes give the stored box mAP (pycocotools COCOeval),
+Training images: the boxed train, val and unsplit images (and unboxed ones the curator reviewed empty, as
+negatives; ml/detect/data.py). The test split's boxes give the stored box mAP (pycocotools COCOeval),
 which also chooses the detector proposals come from (store/models.py). The model row (params["task"] =
 "detect") names one file relative to the project's cache folder: a state dict `.pt` (detector) or a probe
 `.npz` (patches), each with a `.json` sidecar; a cancelled or failed run leaves neither row nor files.
