@@ -20,14 +20,12 @@ import io
 import json
 import math
 import random
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from build_demo import DOC_DIR, PACKAGE, PNG_DIR, package_version, prepare_out
+from build_demo import DOC_DIR, PACKAGE, PNG_DIR, from_package, prepare_out
 from PIL import Image, ImageFilter, ImageOps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -523,17 +521,7 @@ def report(scenes: list[Scene]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: extract the .deb if given one, then build the box demo folder."""
     args = parse_args(argv)
-    source: Path = args.source
-    if not source.exists():
-        raise SystemExit(f"{source} does not exist")
-    if source.is_file():
-        with tempfile.TemporaryDirectory(prefix="openclipart-") as tmp:
-            subprocess.run(["dpkg", "-x", str(source), tmp], check=True)
-            version = package_version(Path(tmp), source)
-            scenes = build(Path(tmp), version, args.out, args.seed)
-    else:
-        version = package_version(source, None)
-        scenes = build(source, version, args.out, args.seed)
+    version, scenes = from_package(args.source, lambda root, v: (v, build(root, v, args.out, args.seed)))
     report(scenes)
     print(f"wrote {len(scenes)} images and {sum(len(s.objects) for s in scenes)} boxes"
           f" ({PACKAGE} {version}) to {args.out}")

@@ -313,20 +313,23 @@ def build(root: Path, version: str, out: Path, max_per_label: int, max_side: int
     return len(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: extract the .deb if given one, then build the demo folder."""
-    args = parse_args(argv)
-    source: Path = args.source
+def from_package(source: Path, build_fn):
+    """build_fn(extracted root, package version) on the .deb (extracted to a temporary folder) or on the
+    root it was already extracted to; returns what build_fn returns."""
     if not source.exists():
         raise SystemExit(f"{source} does not exist")
     if source.is_file():
         with tempfile.TemporaryDirectory(prefix="openclipart-") as tmp:
             subprocess.run(["dpkg", "-x", str(source), tmp], check=True)
-            version = package_version(Path(tmp), source)
-            total = build(Path(tmp), version, args.out, args.max_per_label, args.max_side)
-    else:
-        version = package_version(source, None)
-        total = build(source, version, args.out, args.max_per_label, args.max_side)
+            return build_fn(Path(tmp), package_version(Path(tmp), source))
+    return build_fn(source, package_version(source, None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: extract the .deb if given one, then build the demo folder."""
+    args = parse_args(argv)
+    version, total = from_package(args.source, lambda root, v: (v, build(root, v, args.out, args.max_per_label,
+                                                                          args.max_side)))
     print(f"wrote {total} images ({PACKAGE} {version}) to {args.out}")
     return 0
 
