@@ -4,7 +4,7 @@ with its boxes on the right, jobs below. Every edit is committed at once; the se
 Menus, actions and file dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
 window's side of class edits and tags in class_dialogs.py and tag_panel.py (mixins, so each sits beside the
 widget it serves). Components own their part and are wired here: review mode (review_panel.ReviewController:
-every key there), box edits (image_viewer.BoxEdits), box proposals (proposals.py), the Models dock
+every key there), box edits (image_viewer.BoxEdits), the session (session.Session), box proposals (proposals.py), the Models dock
 (models_view.py), the insight views (insights.py), Predict folder (predict_dialog.py).
 """
 
@@ -45,7 +45,7 @@ from artannot.gui.models_view import install_models_view
 from artannot.gui.predict_dialog import install_predict
 from artannot.gui.proposals import install_proposals
 from artannot.gui.review_panel import ReviewController, ReviewPanel
-from artannot.gui.session import MAX_SAVED_SELECTION, SessionMixin
+from artannot.gui.session import MAX_SAVED_SELECTION, Session
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
 from artannot.gui.tag_panel import TagEditsMixin
 from artannot.gui.thumbnail_grid import DatabaseSource, ThumbnailGrid, ThumbnailModel
@@ -63,14 +63,14 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, SessionMixin,
-                 QMainWindow):
+class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, QMainWindow):
     """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
         super().__init__(parent)
         self.project: Project | None = None
         self.settings = settings  # None: no session is saved or restored (tests, embedding)
+        self.session = Session(self)  # the last project, filter, selection, layout; recent projects
         self.confirm_close: Callable[[], bool] = self._ask_close  # tests replace it
         self.last_error: str | None = None
         self.evaluate_dialog: EvaluateDialog | None = None
@@ -195,7 +195,7 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, SessionMixin,
             self.show_error(str(exc))
             return False
         self.set_project(project)
-        self.remember_recent(project.path)
+        self.session.remember(project.path)
         return True
 
     def new_project(self, path: str | Path) -> bool:
@@ -325,6 +325,21 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, SessionMixin,
         self._show_current()
         self._update_counts()
         self._save_timer.start()
+
+    def save_session(self) -> None:
+        """Remember the project, filter, selection and window layout (gui/session.py)."""
+        self.session.save()
+
+    def restore_session(self) -> bool:
+        """Reopen the last project with its filter and selection; False if there was none."""
+        return self.session.restore()
+
+    def recent_projects(self) -> list[str]:
+        """File ▸ Recent projects, newest first."""
+        return self.session.recent()
+
+    def fill_recent_menu(self) -> None:
+        self.session.fill_menu(self.recent_menu)
 
     def review_mode(self) -> bool:
         """Whether the review queue replaces the grid (review_panel.ReviewController)."""
