@@ -74,8 +74,8 @@ def build_menus(w: MainWindow) -> None:
     """Create the menu bar; the actions become attributes of the window (w.undo_action, ...)."""
     bar = w.menuBar()
     file = bar.addMenu("&File")
-    _action(w, file, "&New project…", w._ask_new_project, ["Ctrl+N"])
-    _action(w, file, "&Open project…", w._ask_open_project, ["Ctrl+O"])
+    _action(w, file, "&New project…", lambda: ask_new_project(w), ["Ctrl+N"])
+    _action(w, file, "&Open project…", lambda: ask_open_project(w), ["Ctrl+O"])
     w.recent_menu = file.addMenu("&Recent projects")
     w.recent_menu.aboutToShow.connect(w.fill_recent_menu)
     w.import_action = _action(w, file, "&Import…", w.ask_import, ["Ctrl+I"],
@@ -83,8 +83,8 @@ def build_menus(w: MainWindow) -> None:
     w.export_dialog_action = _action(w, file, "&Export…", w.ask_export, ["Ctrl+Shift+E"],
                                      "Write the curated set or the predictions in any format the CLI writes")
     export = file.addMenu("Export &as")
-    w.export_actions = [_action(w, export, text, lambda _=False, f=fmt: w._ask_export(f)) for text, fmt in EXPORTS]
-    w.export_model_action = _action(w, file, "Export &model…", w._ask_export_model,
+    w.export_actions = [_action(w, export, text, lambda _=False, f=fmt: ask_export(w, f)) for text, fmt in EXPORTS]
+    w.export_model_action = _action(w, file, "Export &model…", lambda: ask_export_model(w),
                                     tip="Write the newest model as model.onnx + model.json into a folder")
     w.export_actions.append(w.export_model_action)  # enabled like the other exports
     file.addSeparator()
@@ -152,42 +152,38 @@ def shortcut_rows(w: MainWindow) -> list[tuple[str, str, str]]:
     return rows
 
 
-class FileDialogsMixin:
-    """The main window's File menu dialogs: pick a path, then run the window's method on it."""
+# ---- File menu dialogs: pick a path, then run the window's method on it ---------------------------------------
 
-    def start_dir(self, name: str = "") -> str:
-        """Where file dialogs open: the open project's folder (with a suggested file name), else home."""
-        folder = self.project.path.parent if self.project is not None else Path.home()
-        return str(folder / name) if name else str(folder)
 
-    def _ask_new_project(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "New project", self.start_dir(), f"ArtAnnot projects (*{SUFFIX})")
-        if path:
-            self.new_project(path)
+def start_dir(w: MainWindow, name: str = "") -> str:
+    """Where file dialogs open: the open project's folder (with a suggested file name), else home."""
+    folder = w.project.path.parent if w.project is not None else Path.home()
+    return str(folder / name) if name else str(folder)
 
-    def _ask_open_project(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", self.start_dir(), f"ArtAnnot projects (*{SUFFIX})")
-        if path:
-            self.open_project(path)
 
-    def _ask_import(self) -> None:
-        src = QFileDialog.getExistingDirectory(self, "Import a folder (sub-folder names become labels)",
-                                               self.start_dir())
-        if src:
-            self.import_folder(src)
+def ask_new_project(w: MainWindow) -> None:
+    path, _ = QFileDialog.getSaveFileName(w, "New project", start_dir(w), f"ArtAnnot projects (*{SUFFIX})")
+    if path:
+        w.new_project(path)
 
-    def _ask_export_model(self) -> None:
-        out = QFileDialog.getExistingDirectory(self, "Export the newest model (ONNX) into a folder",
-                                               self.start_dir())
-        if out:
-            self.runner.export_model(out)
 
-    def _ask_export(self, fmt: str) -> None:
-        if fmt in ("imagefolder", "voc", "yolo", "labelme"):
-            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} into an empty folder", self.start_dir())
-        else:
-            suffix = "json" if fmt in ("coco", "predictions-json") else "csv"
-            out, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", self.start_dir(f"{fmt}.{suffix}"),
-                                                  f"*.{suffix}")
-        if out:
-            self.export(out, fmt)
+def ask_open_project(w: MainWindow) -> None:
+    path, _ = QFileDialog.getOpenFileName(w, "Open project", start_dir(w), f"ArtAnnot projects (*{SUFFIX})")
+    if path:
+        w.open_project(path)
+
+
+def ask_export_model(w: MainWindow) -> None:
+    out = QFileDialog.getExistingDirectory(w, "Export the newest model (ONNX) into a folder", start_dir(w))
+    if out:
+        w.runner.export_model(out)
+
+
+def ask_export(w: MainWindow, fmt: str) -> None:
+    if fmt in ("imagefolder", "voc", "yolo", "labelme"):
+        out = QFileDialog.getExistingDirectory(w, f"Export {fmt} into an empty folder", start_dir(w))
+    else:
+        suffix = "json" if fmt in ("coco", "predictions-json") else "csv"
+        out, _ = QFileDialog.getSaveFileName(w, f"Export {fmt}", start_dir(w, f"{fmt}.{suffix}"), f"*.{suffix}")
+    if out:
+        w.export(out, fmt)

@@ -1,7 +1,7 @@
 """The main window: classes on the left, filter bar and grid (or the review queue) in the middle, the image
 with its boxes on the right, jobs below. Every edit is committed at once; the session is restored on start.
 
-Menus, actions and file dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
+Menus, actions and the File menu's dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
 window's side of class edits and tags in class_dialogs.py and tag_panel.py (mixins, so each sits beside the
 widget it serves). Components own their part and are wired here: review mode (review_panel.ReviewController:
 every key there), box edits (image_viewer.BoxEdits), the session (session.Session), box proposals (proposals.py), the Models dock
@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from artannot.errors import ArtAnnotError
-from artannot.gui.actions import FileDialogsMixin, build_menus, shortcut_rows
+from artannot.gui.actions import build_menus, shortcut_rows, start_dir
 from artannot.gui.class_dialogs import ClassEditsMixin
 from artannot.gui.class_list import ClassList
 from artannot.gui.evaluate_dialog import EvaluateDialog
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, QMainWindow):
+class MainWindow(ClassEditsMixin, TagEditsMixin, QMainWindow):
     """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
@@ -325,6 +325,10 @@ class MainWindow(FileDialogsMixin, ClassEditsMixin, TagEditsMixin, QMainWindow):
         self._show_current()
         self._update_counts()
         self._save_timer.start()
+
+    def start_dir(self, name: str = "") -> str:
+        """Where file dialogs open: the project's folder (gui/actions.py)."""
+        return start_dir(self, name)
 
     def save_session(self) -> None:
         """Remember the project, filter, selection and window layout (gui/session.py)."""
