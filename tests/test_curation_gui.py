@@ -82,7 +82,7 @@ def key(qtbot, widget, k, mods=Qt.KeyboardModifier.NoModifier) -> None:
 def test_class_keys_letters_and_undo_across_edit_kinds(qtbot, window):
     p, grid, model = window.project, window.grid, window.thumbnails
     fish = next(c for c in window._classes if c.name == "fish")
-    assert window.set_class_key(fish.id, "q")
+    assert window.class_edits.set_class_key(fish.id, "q")
     assert next(c for c in window._classes if c.id == fish.id).hotkey == "q"
     assert any(window.class_list.tree.topLevelItem(k).text(0) == "q"
                for k in range(window.class_list.tree.topLevelItemCount()))  # shown in the class list
@@ -280,7 +280,7 @@ def test_boxes_draw_move_resize_label_delete_zoom_and_undo(qtbot, window):
     editor.setFocus()
     stick = next(c for c in window._classes if c.name == "stickmen")
     if stick.hotkey is None:
-        window.set_class_key(stick.id, "k")
+        window.class_edits.set_class_key(stick.id, "k")
         stick = next(c for c in window._classes if c.name == "stickmen")
     key(qtbot, editor, stick.hotkey)  # labels the selected box, not the image
     assert sorted(x.class_id for x in box_store.boxes_for(p.conn, image.id)) == sorted([fish.id, stick.id])
@@ -310,13 +310,13 @@ def test_rename_merge_delete_classes_with_undo(qtbot, window):
     names = lambda: [c.name for c in window._classes]  # noqa: E731
     fish = next(c for c in window._classes if c.name == "fish")
     smilies = next(c for c in window._classes if c.name == "smilies")
-    assert window.rename_class(fish.id, "Fish & seafood")
+    assert window.class_edits.rename_class(fish.id, "Fish & seafood")
     assert "Fish & seafood" in names() and window.filter_box.findText("Class: Fish & seafood") >= 0
-    assert not window.rename_class(fish.id, "smilies") and "merge" in window.last_error
+    assert not window.class_edits.rename_class(fish.id, "smilies") and "merge" in window.last_error
     window.undo()
     assert "fish" in names()
     box_store.add_boxes(p.conn, [(window.thumbnails.id_at(0), fish.id, 0, 0, 5, 5)])
-    assert window.merge_class(fish.id, smilies.id)
+    assert window.class_edits.merge_class(fish.id, smilies.id)
     assert "fish" not in names() and window.class_list.count(smilies.id) == 2 * PER_CLASS
     assert p.conn.execute("SELECT COUNT(*) FROM boxes WHERE active = 1 AND class_id = ?", (smilies.id,)).fetchone()[0] == 1
     window.undo()
@@ -325,7 +325,7 @@ def test_rename_merge_delete_classes_with_undo(qtbot, window):
     window.redo()
     assert "fish" not in names()
     window.undo()
-    assert window.delete_class(fish.id)
+    assert window.class_edits.delete_class(fish.id)
     assert "fish" not in names() and window.class_list.count(None) == PER_CLASS
     window.undo()
     assert "fish" in names() and window.class_list.count(fish.id) == PER_CLASS

@@ -109,11 +109,11 @@ def build_menus(w: MainWindow) -> None:
                                      tip="Noisy tags for every image: file-name words matched to a vocabulary file")
 
     classes = bar.addMenu("&Classes")
-    w.add_class_action = _action(w, classes, "&Add class…", w._ask_add_class)
-    w.rename_class_action = _action(w, classes, "&Rename class…", w.ask_rename_class, ["F2"])
-    w.merge_class_action = _action(w, classes, "&Merge class into…", w.ask_merge_class)
-    w.delete_class_action = _action(w, classes, "&Delete class…", w.ask_delete_class)
-    w.hotkey_class_action = _action(w, classes, "Set class &key…", w.ask_class_key)
+    w.add_class_action = _action(w, classes, "&Add class…", w.class_edits.ask_add_class)
+    w.rename_class_action = _action(w, classes, "&Rename class…", w.class_edits.ask_rename_class, ["F2"])
+    w.merge_class_action = _action(w, classes, "&Merge class into…", w.class_edits.ask_merge_class)
+    w.delete_class_action = _action(w, classes, "&Delete class…", w.class_edits.ask_delete_class)
+    w.hotkey_class_action = _action(w, classes, "Set class &key…", w.class_edits.ask_class_key)
 
     view = bar.addMenu("&View")
     w.view_menu = view

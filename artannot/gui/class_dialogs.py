@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QComboBox,
@@ -134,30 +134,31 @@ def ask_hotkey(parent: QWidget, info: ClassInfo, classes: Sequence[ClassInfo]) -
     return ok, dialog.key
 
 
-class ClassEditsMixin:
-    """The main window's class edits: ask (these dialogs), commit (store/classes.py), refresh the views."""
+class ClassEdits(QObject):
+    """The class edits of the window (Classes menu, the class list's buttons and menu): ask (these dialogs),
+    commit (store/classes.py, each one undoable), then refresh the grid, class list and viewer."""
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
 
     def _class_info(self, class_id: int | None) -> ClassInfo | None:
         if class_id is None:
-            class_id = self.class_list.current_class()
-        info = next((c for c in self._classes if c.id == class_id), None)
+            class_id = self.w.class_list.current_class()
+        info = next((c for c in self.w.classes() if c.id == class_id), None)
         if info is None:
-            self.statusBar().showMessage("Pick a class in the class list first", 4000)
+            self.w.statusBar().showMessage("Pick a class in the class list first", 4000)
         return info
 
     def _class_edit(self, fn, *args) -> bool:
-        if self.project is None:
+        if self.w.project is None:
             return False
         try:
-            fn(self.project.conn, *args)
+            fn(self.w.project.conn, *args)
         except ArtAnnotError as exc:
-            self.show_error(str(exc))
+            self.w.show_error(str(exc))
             return False
-        self.thumbnails.reload()
-        self._refresh_classes(force=True)
-        self._summary_timer.start()
-        self._show_current()
-        self.update_actions()
+        self.w.after_class_edit()
         return True
 
     def rename_class(self, class_id: int, name: str) -> bool:
@@ -176,30 +177,30 @@ class ClassEditsMixin:
         """Give a class a key (taken from any class that had it)."""
         return self._class_edit(class_store.set_hotkey, class_id, key)
 
-    def _ask_add_class(self) -> None:
-        if self.project is not None and (name := ask_name(self, "Add class", "Name of the new class:")):
+    def ask_add_class(self, _checked=False) -> None:
+        if self.w.project is not None and (name := ask_name(self.w, "Add class", "Name of the new class:")):
             self._class_edit(class_store.add_class, name)
 
     def ask_rename_class(self, _checked=False, class_id: int | None = None) -> None:
         if (info := self._class_info(class_id)) and (name := ask_name(
-                self, "Rename class", f"New name for '{info.name}':", info.name)):
+                self.w, "Rename class", f"New name for '{info.name}':", info.name)):
             self.rename_class(info.id, name)
 
     def ask_merge_class(self, _checked=False, class_id: int | None = None) -> None:
         if (info := self._class_info(class_id)) and (target := ask_merge_target(
-                self, info, self._classes)) is not None:
+                self.w, info, self.w.classes())) is not None:
             self.merge_class(info.id, target)
 
     def ask_delete_class(self, _checked=False, class_id: int | None = None) -> None:
-        if (info := self._class_info(class_id)) and confirm_delete(self, info):
+        if (info := self._class_info(class_id)) and confirm_delete(self.w, info):
             self.delete_class(info.id)
 
     def ask_class_key(self, _checked=False, class_id: int | None = None) -> None:
         if info := self._class_info(class_id):
-            ok, key = ask_hotkey(self, info, self._classes)
+            ok, key = ask_hotkey(self.w, info, self.w.classes())
             if ok:
                 self.set_class_key(info.id, key)
 
-    def _on_class_edit(self, what: str, class_id: int) -> None:
+    def on_class_edit(self, what: str, class_id: int) -> None:
         {"rename": self.ask_rename_class, "merge": self.ask_merge_class, "delete": self.ask_delete_class,
          "key": self.ask_class_key}[what](class_id=class_id)

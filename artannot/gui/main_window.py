@@ -1,11 +1,11 @@
 """The main window: classes on the left, filter bar and grid (or the review queue) in the middle, the image
 with its boxes on the right, jobs below. Every edit is committed at once; the session is restored on start.
 
-Menus, actions and the File menu's dialogs live in actions.py, jobs in job_runner.py, the session in session.py; the
-window's side of class edits and tags in class_dialogs.py and tag_panel.py (mixins, so each sits beside the
-widget it serves). Components own their part and are wired here: review mode (review_panel.ReviewController:
-every key there), box edits (image_viewer.BoxEdits), the session (session.Session), box proposals (proposals.py), the Models dock
-(models_view.py), the insight views (insights.py), Predict folder (predict_dialog.py).
+Menus, actions and the File menu's dialogs live in actions.py, jobs in job_runner.py. Components own their
+part and are wired here: review mode (review_panel.ReviewController: every key there), box edits
+(image_viewer.BoxEdits), class edits (class_dialogs.ClassEdits), the session (session.Session), box
+proposals (proposals.py), the Models dock (models_view.py), the insight views (insights.py), Predict folder
+(predict_dialog.py). Tags are still a mixin (tag_panel.TagEditsMixin), beside the widget it serves.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from artannot.errors import ArtAnnotError
 from artannot.gui.actions import build_menus, shortcut_rows, start_dir
-from artannot.gui.class_dialogs import ClassEditsMixin
+from artannot.gui.class_dialogs import ClassEdits
 from artannot.gui.class_list import ClassList
 from artannot.gui.evaluate_dialog import EvaluateDialog
 from artannot.gui.filter_bar import FilterBar
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(ClassEditsMixin, TagEditsMixin, QMainWindow):
+class MainWindow(TagEditsMixin, QMainWindow):
     """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
@@ -71,6 +71,7 @@ class MainWindow(ClassEditsMixin, TagEditsMixin, QMainWindow):
         self.project: Project | None = None
         self.settings = settings  # None: no session is saved or restored (tests, embedding)
         self.session = Session(self)  # the last project, filter, selection, layout; recent projects
+        self.class_edits = ClassEdits(self)  # add, rename, merge, delete, key: the Classes menu and list
         self.confirm_close: Callable[[], bool] = self._ask_close  # tests replace it
         self.last_error: str | None = None
         self.evaluate_dialog: EvaluateDialog | None = None
@@ -155,8 +156,8 @@ class MainWindow(ClassEditsMixin, TagEditsMixin, QMainWindow):
         self.grid.selectionModel().selectionChanged.connect(lambda *_: self._save_timer.start())
         self.class_list.hotkey_pressed.connect(self._on_hotkey)
         self.class_list.class_activated.connect(self._on_class_activated)
-        self.class_list.add_class_requested.connect(self._ask_add_class)
-        self.class_list.edit_requested.connect(self._on_class_edit)
+        self.class_list.add_class_requested.connect(self.class_edits.ask_add_class)
+        self.class_list.edit_requested.connect(self.class_edits.on_class_edit)
         self.filter_bar.changed.connect(self.apply_filter)
         self.train_panel.train_requested.connect(self.start_training)
         self.train_panel.cancel_requested.connect(self.cancel_job)
@@ -325,6 +326,14 @@ class MainWindow(ClassEditsMixin, TagEditsMixin, QMainWindow):
         self._show_current()
         self._update_counts()
         self._save_timer.start()
+
+    def after_class_edit(self) -> None:
+        """A class was added, renamed, merged, deleted or given a key: every view shows it."""
+        self.thumbnails.reload()
+        self._refresh_classes(force=True)
+        self._summary_timer.start()
+        self._show_current()
+        self.update_actions()
 
     def start_dir(self, name: str = "") -> str:
         """Where file dialogs open: the project's folder (gui/actions.py)."""
