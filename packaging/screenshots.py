@@ -88,7 +88,7 @@ def _shot_tags(app, window, out: Path) -> None:
     if preferred and interest(preferred[0])[0] >= 3:                          # colour rule missed
         best = preferred[0]
     window.grid.select_ids([best], current=best)
-    window.refresh_tags()
+    window.tag_edits.refresh_tags()
     _settle(app, window)
     column = window.image_dock.geometry().united(window.tags_dock.geometry())
     window.grab(column).save(str(out))

@@ -37,7 +37,7 @@ def select(qtbot, window, rows: list[int]) -> list[int]:
     """Select grid rows and wait for the Tags dock to show them; the selected ids."""
     window.grid.select_rows(rows)
     ids = window.grid.selected_ids()
-    qtbot.waitUntil(lambda: window.tag_panel.n_images == len(ids) and not window._tag_timer.isActive())
+    qtbot.waitUntil(lambda: window.tag_panel.n_images == len(ids) and not window.tag_edits.timer.isActive())
     return ids
 
 
@@ -200,7 +200,7 @@ def test_review_mode_tags_the_image_under_review(qtbot, window):
     window.set_review_mode(True)
     first = window.review.current_id()
     qtbot.waitUntil(lambda: window.tag_panel.n_images == 1)
-    window.focus_tags()
+    window.tag_edits.focus_tags()
     qtbot.keyClicks(window.tag_panel.edit, "cartoon")
     qtbot.keyClick(window.tag_panel.edit, Qt.Key.Key_Return)
     assert tags_of(p, first) == ["cartoon"] and tags_of(p, window.thumbnails.id_at(1)) == []
@@ -245,8 +245,8 @@ def test_training_a_tag_model_in_the_window_brings_suggestions(qtbot, window):
     assert p.active_model_id() is None  # the grid's class predictions are untouched
     p.remove_tags([fish[0]], ["water"])  # the curator doubts one: the model still says water
     window.grid.select_ids([fish[0]], current=fish[0])
-    qtbot.waitUntil(lambda: not window._tag_timer.isActive())
-    window.refresh_tags()
+    qtbot.waitUntil(lambda: not window.tag_edits.timer.isActive())
+    window.tag_edits.refresh_tags()
     offered = {c.suggestion.tag: c.suggestion for c in window.tag_panel.suggestion_chips()}
     assert "water" in offered and offered["water"].probability > offered.get("land", Suggestion("land", 0, 0, 1)).probability
 
@@ -260,18 +260,18 @@ def test_a_chip_menu_renames_merges_and_removes_a_tag_everywhere(qtbot, window):
     menu = chip(window, "redd").context_menu()
     rename, delete = (a for a in menu.actions())
     assert "Rename 'redd' everywhere" in rename.text() and "from every image" in delete.text()
-    window.rename_tag_everywhere("redd", "red")  # what the menu's dialog returns: a merge
+    window.tag_edits.rename_tag_everywhere("redd", "red")  # what the menu's dialog returns: a merge
     assert tags_of(p, first) == ["red"] and tags_of(p, second) == ["red"]
     assert [c.name for c in window.tag_panel.tag_chips()] == ["red"] and "Renamed" in window.statusBar().currentMessage()
     window.undo()
     assert tags_of(p, first) == ["redd"]
     qtbot.waitUntil(lambda: [c.name for c in window.tag_panel.tag_chips()] == ["redd"])
-    window.rename_tag_everywhere("redd", "a;b")  # refused, said, nothing changed
+    window.tag_edits.rename_tag_everywhere("redd", "a;b")  # refused, said, nothing changed
     assert "separate tags" in window.last_error and tags_of(p, first) == ["redd"]
     asked: list[str] = []
-    window.delete_tag_everywhere("redd", confirm=lambda q: asked.append(q) or False)
+    window.tag_edits.delete_tag_everywhere("redd", confirm=lambda q: asked.append(q) or False)
     assert "all 2 images" in asked[0] and tags_of(p, first) == ["redd"]  # "No" keeps it
-    window.delete_tag_everywhere("redd", confirm=lambda q: True)
+    window.tag_edits.delete_tag_everywhere("redd", confirm=lambda q: True)
     assert tags_of(p, first) == [] and tags_of(p, second) == ["red"] and window.tag_panel.tag_chips() == []
     window.undo()
     assert tags_of(p, first) == ["redd"]
@@ -281,13 +281,13 @@ def test_tags_from_file_names_from_the_menu(qtbot, window, tmp_path):
     p = window.project
     (tmp_path / "vocab.txt").write_text("sign: roadsign\nfish\n")
     assert window.filename_tags_action.isEnabled()
-    window.tags_from_filenames(str(tmp_path / "vocab.txt"))
+    window.tag_edits.tags_from_filenames(str(tmp_path / "vocab.txt"))
     counts = dict(p.tags())
     assert counts.get("fish", 0) > 0 and "Ctrl+Z undoes" in window.statusBar().currentMessage()
     window.undo()
     assert dict(p.tags()).get("fish", 0) == 0
     (tmp_path / "bad.txt").write_text("x|y\n")
-    window.tags_from_filenames(str(tmp_path / "bad.txt"))
+    window.tag_edits.tags_from_filenames(str(tmp_path / "bad.txt"))
     assert "bad.txt" in window.last_error and "separate tags" in window.last_error
 
 
@@ -296,7 +296,7 @@ def test_the_filter_bar_shows_the_images_carrying_a_tag(qtbot, window):
     ids = [window.thumbnails.id_at(k) for k in (0, 3, 5)]
     select(qtbot, window, [0])
     p.add_tags(ids, ["gold"])
-    window.refresh_known_tags()
+    window.tag_edits.refresh_known_tags()
     box = window.filter_bar.tag_box
     assert [box.itemText(k) for k in range(box.count())] == ["any tags", "no tags", "gold"]
     box.setCurrentIndex(box.findText("gold"))

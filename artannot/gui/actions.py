@@ -101,11 +101,11 @@ def build_menus(w: MainWindow) -> None:
     w.advance_action = _action(w, edit, "Advance after labelling &one image", lambda _on: None, checkable=True)
     w.advance_action.setChecked(True)
     tags = edit.addMenu("&Tags")  # a submenu, so the overlay lists its keys under "Tags"
-    w.focus_tags_action = _action(w, tags, "&Add tags to the selection…", w.focus_tags, ["#"],
+    w.focus_tags_action = _action(w, tags, "&Add tags to the selection…", w.tag_edits.focus_tags, ["#"],
                                   "Type tags for the selected images; comma separates several, Enter adds")
-    w.accept_tags_action = _action(w, tags, "Accept &suggested tags", w.accept_tag_suggestions, ["Shift+Space"],
+    w.accept_tags_action = _action(w, tags, "Accept &suggested tags", w.tag_edits.accept_tag_suggestions, ["Shift+Space"],
                                    "Each selected image takes the tag model's suggestions over their thresholds")
-    w.filename_tags_action = _action(w, tags, "Tags from &file names…", lambda: w.tags_from_filenames(),
+    w.filename_tags_action = _action(w, tags, "Tags from &file names…", lambda: w.tag_edits.tags_from_filenames(),
                                      tip="Noisy tags for every image: file-name words matched to a vocabulary file")
 
     classes = bar.addMenu("&Classes")

@@ -5,7 +5,7 @@ Menus, actions and the File menu's dialogs live in actions.py, jobs in job_runne
 part and are wired here: review mode (review_panel.ReviewController: every key there), box edits
 (image_viewer.BoxEdits), class edits (class_dialogs.ClassEdits), the session (session.Session), box
 proposals (proposals.py), the Models dock (models_view.py), the insight views (insights.py), Predict folder
-(predict_dialog.py). Tags are still a mixin (tag_panel.TagEditsMixin), beside the widget it serves.
+(predict_dialog.py), the Tags dock (tag_panel.TagEdits).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from artannot.gui.proposals import install_proposals
 from artannot.gui.review_panel import ReviewController, ReviewPanel
 from artannot.gui.session import MAX_SAVED_SELECTION, Session
 from artannot.gui.shortcuts_overlay import ShortcutsOverlay
-from artannot.gui.tag_panel import TagEditsMixin
+from artannot.gui.tag_panel import TagEdits
 from artannot.gui.thumbnail_grid import DatabaseSource, ThumbnailGrid, ThumbnailModel
 from artannot.gui.train_panel import TrainPanel, describe_metrics
 from artannot.project import SUFFIX, Project
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from artannot.gui.train_dialog import TrainDialog
 
 
-class MainWindow(TagEditsMixin, QMainWindow):
+class MainWindow(QMainWindow):
     """One open project: browse, filter, relabel from the keyboard, review, draw boxes, tag, train, export."""
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None):
@@ -128,7 +128,9 @@ class MainWindow(TagEditsMixin, QMainWindow):
             self.addDockWidget(area, dock)
             setattr(self, f"{name}_dock", dock)
         self.classes_dock.setMinimumWidth(190)  # class names and counts stay readable beside a wide map
-        self.splitDockWidget(self.image_dock, self._build_tag_dock(), Qt.Orientation.Vertical)
+        self.tag_edits = TagEdits(self)  # the Tags dock: the selection's tags, suggestions, edits
+        self.tag_panel, self.tags_dock = self.tag_edits.panel, self.tag_edits.dock
+        self.splitDockWidget(self.image_dock, self.tags_dock, Qt.Orientation.Vertical)
         self.resizeDocks([self.classes_dock, self.image_dock], [240, 400], Qt.Orientation.Horizontal)
         self.resizeDocks([self.image_dock, self.tags_dock], [520, 320], Qt.Orientation.Vertical)
         top = QToolBar("Filter")  # spans the window: the filter bar needs the room
@@ -163,7 +165,7 @@ class MainWindow(TagEditsMixin, QMainWindow):
         self.train_panel.cancel_requested.connect(self.cancel_job)
         self.viewer.editor.accept_requested.connect(self.accept_predictions)
         self.box_edits = BoxEdits(self)  # drawn, moved, deleted, reclassified boxes in both editors
-        self._connect_tags()
+        self.tag_edits.connect()
         self._keep_keys_for_labelling()
 
     def _keep_keys_for_labelling(self) -> None:
@@ -240,7 +242,7 @@ class MainWindow(TagEditsMixin, QMainWindow):
             if self.thumbnails.rowCount():
                 self.grid.select_rows([0])
             self.grid.setFocus()
-        self.refresh_known_tags()
+        self.tag_edits.refresh_known_tags()
         self._show_current()
         self.update_actions()
         self._save_timer.start()
@@ -256,7 +258,7 @@ class MainWindow(TagEditsMixin, QMainWindow):
         self.thumbnails.reload()
         self._refresh_summary()
         self._refresh_classes()
-        self.refresh_known_tags()
+        self.tag_edits.refresh_known_tags()
         self.apply_filter(keep_selection=True)
         self.update_actions()
 
@@ -518,7 +520,7 @@ class MainWindow(TagEditsMixin, QMainWindow):
         return label, preds, {c.name: c.color for c in self._classes}, self._model_id, suggested
 
     def _show_current(self, _row: ImageRow | None = None) -> None:
-        self.refresh_tags_soon()
+        self.tag_edits.refresh_tags_soon()
         row = self.grid.current_row()
         if row is None or self.project is None:
             self.viewer.show_image(None)

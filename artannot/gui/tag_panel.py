@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from PySide6.QtCore import QModelIndex, QStringListModel, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QObject, QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCompleter,
@@ -276,108 +276,111 @@ class TagPanel(QWidget):
         self.add_requested.emit(names)
 
 
-class TagEditsMixin:
-    """The main window's side of the Tags dock: which images it shows, reading them, committing edits."""
+class TagEdits(QObject):
+    """The window's side of the Tags dock: which images it shows, reading them, committing edits (each one
+    undoable). It owns the panel, its dock and the read timer; the window builds it and calls connect()."""
 
-    def _build_tag_dock(self) -> QDockWidget:
-        self.tag_panel = TagPanel()
-        self._tag_timer = QTimer(self, singleShot=True, interval=30)  # a burst of selection changes: one read
-        self._tag_timer.timeout.connect(self.refresh_tags)
-        dock = QDockWidget("Tags", self)
+    def __init__(self, window):
+        super().__init__(window)
+        self.w = window
+        self.panel = TagPanel()
+        self.timer = QTimer(self, singleShot=True, interval=30)  # a burst of selection changes: one read
+        self.timer.timeout.connect(self.refresh_tags)
+        dock = QDockWidget("Tags", window)
         dock.setObjectName("tags")
-        dock.setWidget(self.tag_panel)
+        dock.setWidget(self.panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-        self.tags_dock = dock
-        return dock
+        self.dock = dock
 
-    def _connect_tags(self) -> None:
-        panel = self.tag_panel
+    def connect(self) -> None:
+        """Wire the panel and the window's grid and review queue (once the window is built)."""
+        panel = self.panel
         panel.add_requested.connect(self.add_tags_to_selection)
         panel.remove_requested.connect(self.remove_tags_from_selection)
         panel.accept_requested.connect(self.accept_tag_suggestions)
         panel.rename_requested.connect(self.rename_tag_everywhere)
         panel.delete_requested.connect(self.delete_tag_everywhere)
-        panel.invalid.connect(self.show_error)
+        panel.invalid.connect(self.w.show_error)
         panel.finished.connect(self._leave_tags)
-        self.grid.selectionModel().selectionChanged.connect(lambda *_: self.refresh_tags_soon())
-        self.review.current_changed.connect(lambda *_: self.refresh_tags_soon())
-        self.tags_dock.visibilityChanged.connect(lambda visible: visible and self.refresh_tags_soon())
+        self.w.grid.selectionModel().selectionChanged.connect(lambda *_: self.refresh_tags_soon())
+        self.w.review.current_changed.connect(lambda *_: self.refresh_tags_soon())
+        self.dock.visibilityChanged.connect(lambda visible: visible and self.refresh_tags_soon())
 
     def tag_targets(self) -> list[int]:
         """The images the Tags dock speaks for: the one under review, else the selection (or the current)."""
-        if self.review_mode():
-            image_id = self.review.current_id()
+        if self.w.review_mode():
+            image_id = self.w.review.current_id()
             return [] if image_id is None else [image_id]
-        ids = self.grid.selected_ids()
-        if not ids and (row := self.grid.current_row()) is not None:
+        ids = self.w.grid.selected_ids()
+        if not ids and (row := self.w.grid.current_row()) is not None:
             ids = [row.id]
         return ids
 
     def refresh_tags_soon(self) -> None:
-        self._tag_timer.start()
+        self.timer.start()
 
     def refresh_known_tags(self) -> None:
         """The completer's and the filter bar's tag names (after opening, edits, undo, import, training)."""
-        names = [] if self.project is None else [n for n, _ in sorted(self.project.tags(), key=lambda t: -t[1])]
-        self.tag_panel.set_known_tags(names)
-        self.filter_bar.set_tags([] if self.project is None else list(tag_store.tag_names(self.project.conn).items()))
+        names = [] if self.w.project is None else [n for n, _ in sorted(self.w.project.tags(), key=lambda t: -t[1])]
+        self.panel.set_known_tags(names)
+        self.w.filter_bar.set_tags([] if self.w.project is None else list(tag_store.tag_names(self.w.project.conn).items()))
 
     def refresh_tags(self) -> None:
         """Read the shown images' tags and the newest tag model's suggestions into the panel."""
-        self._tag_timer.stop()
-        if self.project is None:
-            self.tag_panel.show_tags(0, [], [])
+        self.timer.stop()
+        if self.w.project is None:
+            self.panel.show_tags(0, [], [])
             return
-        if self.tags_dock.isHidden():
+        if self.dock.isHidden():
             return  # read again when shown
         ids = self.tag_targets()
-        model_id = tag_store.latest_tag_model_id(self.project.conn)
+        model_id = tag_store.latest_tag_model_id(self.w.project.conn)
         if len(ids) > MAX_LISTED:
-            self.tag_panel.show_tags(len(ids), None, [], tag_model=model_id,
+            self.panel.show_tags(len(ids), None, [], tag_model=model_id,
                                      suggest_note=f"Select at most {MAX_LISTED:,} images to list their tags;"
                                      " Shift+Space still accepts suggestions")
             return
-        by_image = self.project.image_tags(ids)
+        by_image = self.w.project.image_tags(ids)
         note = ""
         scored: dict[int, list[tuple[str, float, bool]]] = {}
         if model_id is not None and len(ids) <= MAX_SUGGESTED:
-            scored = self.project.tag_suggestions_for(ids, model_id=model_id)
+            scored = self.w.project.tag_suggestions_for(ids, model_id=model_id)
         elif model_id is not None:
             note = (f"Suggestions are pooled over at most {MAX_SUGGESTED} images; Shift+Space still accepts"
                     " each image's own")
         tags, suggestions = summarize(ids, by_image, scored)
-        self.tag_panel.show_tags(len(ids), tags, suggestions, tag_model=model_id, suggest_note=note)
+        self.panel.show_tags(len(ids), tags, suggestions, tag_model=model_id, suggest_note=note)
 
     def focus_tags(self) -> None:
         """#: type tags for the selection."""
-        if self.project is None:
+        if self.w.project is None:
             return
-        self.tags_dock.show()
-        self.tags_dock.raise_()
+        self.dock.show()
+        self.dock.raise_()
         self.refresh_tags()
-        self.tag_panel.focus_input()
+        self.panel.focus_input()
 
     def _leave_tags(self) -> None:
-        (self.review if self.review_mode() else self.grid).setFocus()
+        (self.w.review if self.w.review_mode() else self.w.grid).setFocus()
 
     def _tag_edit(self, edit: Callable[[], int | None]) -> tuple[bool, int | None]:
         """Run one store edit: (done, its event id or None when nothing changed); errors are shown."""
         try:
             event = edit()
         except ArtAnnotError as exc:
-            self.show_error(str(exc))
+            self.w.show_error(str(exc))
             return False, None
         self.refresh_known_tags()
         self.refresh_tags()
-        self.update_actions()
+        self.w.update_actions()
         return True, event
 
     def _no_targets(self, ids: list[int]) -> bool:
-        if self.project is None:
+        if self.w.project is None:
             return True
         if not ids:
-            self.statusBar().showMessage("Select images first (click, Shift/Ctrl+click, drag, Ctrl+A)", 4000)
+            self.w.statusBar().showMessage("Select images first (click, Shift/Ctrl+click, drag, Ctrl+A)", 4000)
         return not ids
 
     def add_tags_to_selection(self, names: list[str]) -> None:
@@ -385,12 +388,12 @@ class TagEditsMixin:
         ids = self.tag_targets()
         if self._no_targets(ids) or not names:
             return
-        done, event = self._tag_edit(lambda: self.project.add_tags(ids, names))
+        done, event = self._tag_edit(lambda: self.w.project.add_tags(ids, names))
         what, n = ", ".join(names), _images(len(ids))
         if event is not None:
-            self.statusBar().showMessage(f"Tagged {n} with {what} (Ctrl+Z undoes)", 5000)
+            self.w.statusBar().showMessage(f"Tagged {n} with {what} (Ctrl+Z undoes)", 5000)
         elif done:
-            self.statusBar().showMessage(f"{n[0].upper()}{n[1:]} already carr{'ies' if len(ids) == 1 else 'y'}"
+            self.w.statusBar().showMessage(f"{n[0].upper()}{n[1:]} already carr{'ies' if len(ids) == 1 else 'y'}"
                                          f" {what}", 4000)
 
     def remove_tags_from_selection(self, names: list[str]) -> None:
@@ -398,10 +401,10 @@ class TagEditsMixin:
         ids = self.tag_targets()
         if self._no_targets(ids) or not names:
             return
-        done, event = self._tag_edit(lambda: self.project.remove_tags(ids, names))
+        done, event = self._tag_edit(lambda: self.w.project.remove_tags(ids, names))
         what, n = ", ".join(names), _images(len(ids))
         if done:
-            self.statusBar().showMessage(f"Removed {what} from {n} (Ctrl+Z undoes)" if event is not None else
+            self.w.statusBar().showMessage(f"Removed {what} from {n} (Ctrl+Z undoes)" if event is not None else
                                          f"The image does not carry {what}" if len(ids) == 1 else
                                          f"None of the {n} carries {what}", 5000)
 
@@ -410,66 +413,66 @@ class TagEditsMixin:
         ids = self.tag_targets()
         if self._no_targets(ids):
             return
-        model_id = tag_store.latest_tag_model_id(self.project.conn)
+        model_id = tag_store.latest_tag_model_id(self.w.project.conn)
         if model_id is None:
-            self.statusBar().showMessage("No tag model yet: train one to get tag suggestions", 5000)
+            self.w.statusBar().showMessage("No tag model yet: train one to get tag suggestions", 5000)
             return
         n = _images(len(ids))
-        done, event = self._tag_edit(lambda: self.project.accept_tag_suggestions(ids, model_id=model_id))
+        done, event = self._tag_edit(lambda: self.w.project.accept_tag_suggestions(ids, model_id=model_id))
         if done and event is None:
-            self.statusBar().showMessage(f"No suggestion over its threshold left to accept on {n}", 4000)
+            self.w.statusBar().showMessage(f"No suggestion over its threshold left to accept on {n}", 4000)
         elif done:
-            self.statusBar().showMessage(f"Accepted {tag_store.count_for_event(self.project.conn, event)} suggested"
+            self.w.statusBar().showMessage(f"Accepted {tag_store.count_for_event(self.w.project.conn, event)} suggested"
                                          f" tags on {n} (Ctrl+Z undoes)", 5000)
 
 
     def rename_tag_everywhere(self, old: str, new: str | None = None) -> None:
         """Rename a tag on every image (to another tag's name: merge into it), one undoable edit."""
-        if self.project is None:
+        if self.w.project is None:
             return
         if new is None:
-            new, ok = QInputDialog.getText(self, "Rename tag", f"New name for '{old}' on every image (an existing"
+            new, ok = QInputDialog.getText(self.w, "Rename tag", f"New name for '{old}' on every image (an existing"
                                            " tag's name merges the two):", text=old)
             if not ok:
                 return
-        done, event = self._tag_edit(lambda: self.project.rename_tag(old, new))
+        done, event = self._tag_edit(lambda: self.w.project.rename_tag(old, new))
         if done and event is not None:
-            self.statusBar().showMessage(f"Renamed tag {old} to {new.strip()} (Ctrl+Z undoes)", 5000)
+            self.w.statusBar().showMessage(f"Renamed tag {old} to {new.strip()} (Ctrl+Z undoes)", 5000)
 
     def delete_tag_everywhere(self, name: str, confirm: Callable[[str], bool] | None = None) -> None:
         """Take a tag off every image of the project, one undoable edit, after asking."""
-        if self.project is None:
+        if self.w.project is None:
             return
-        n = dict((t.lower(), c) for t, c in self.project.tags()).get(name.lower(), 0)
+        n = dict((t.lower(), c) for t, c in self.w.project.tags()).get(name.lower(), 0)
         question = f"Remove the tag '{name}' from all {n:,} images that carry it? Ctrl+Z undoes it."
-        ask = confirm or (lambda q: QMessageBox.question(self, "Remove tag", q) == QMessageBox.StandardButton.Yes)
+        ask = confirm or (lambda q: QMessageBox.question(self.w, "Remove tag", q) == QMessageBox.StandardButton.Yes)
         if not ask(question):
             return
-        done, event = self._tag_edit(lambda: self.project.delete_tag(name))
+        done, event = self._tag_edit(lambda: self.w.project.delete_tag(name))
         if done and event is not None:
-            self.statusBar().showMessage(f"Removed tag {name} from {_images(n)} (Ctrl+Z undoes)", 5000)
+            self.w.statusBar().showMessage(f"Removed tag {name} from {_images(n)} (Ctrl+Z undoes)", 5000)
 
 
     def tags_from_filenames(self, vocabulary: str | None = None) -> None:
         """Edit ▸ Tags ▸ Tags from file names…: noisy tags for every image from a vocabulary file."""
-        if self.project is None:
+        if self.w.project is None:
             return
         if vocabulary is None:
-            vocabulary, _ = QFileDialog.getOpenFileName(self, "Tag vocabulary (one 'tag: synonym, …' per line)",
+            vocabulary, _ = QFileDialog.getOpenFileName(self.w, "Tag vocabulary (one 'tag: synonym, …' per line)",
                                                         "", "Text files (*.txt);;All files (*)")
             if not vocabulary:
                 return
         matched: list[int] = []
 
         def edit() -> int | None:
-            event, n = self.project.tags_from_filenames(vocabulary)
+            event, n = self.w.project.tags_from_filenames(vocabulary)
             matched.append(n)
             return event
 
         done, event = self._tag_edit(edit)
         if done:
             n = matched[0]
-            self.statusBar().showMessage(f"{n:,} file name{'s' if n != 1 else ''} named vocabulary tags"
+            self.w.statusBar().showMessage(f"{n:,} file name{'s' if n != 1 else ''} named vocabulary tags"
                                          + (" (Ctrl+Z undoes)" if event is not None else "; nothing to change"),
                                          8000)
 
