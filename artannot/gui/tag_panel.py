@@ -1,7 +1,7 @@
 """The Tags dock: the tags of the selected images as removable chips, a field to add more (with completion
 over the project's tags), and the tag model's suggestions to accept with a click.
 
-`TagPanel` only shows and asks (signals); `TagEditsMixin` is the main window's side: it decides which images
+`TagPanel` only shows and asks (signals); `TagEdits` is the component beside it: it decides which images
 the panel speaks for (the selection, or the image under review), reads their tags and suggestions through the
 Project and commits each edit as one undoable event.
 """
