@@ -378,16 +378,24 @@ class BoxEdits(QObject):
     def set_class(self, editor: BoxEditor, box_id: int, class_id: int | None) -> None:
         self.commit(editor, box_store.update_box, box_id, class_id=class_id)
 
-    def on_viewer_key(self, key: str) -> None:
-        """A class key, 0 or 'clear' typed in the image dock's editor."""
-        w, editor = self.w, self.w.viewer.editor
+    def key_for_selection(self, editor: BoxEditor, key: str, *, clear_box: bool = True) -> bool:
+        """A class key, 0 or 'clear' goes to the editor's selected proposal (accept as that class; 0 or clear
+        rejects) or selected box (its class; 0, and 'clear' where clear_box, unclass it). False when nothing
+        is selected there (or 'clear' with a box and not clear_box): the key is the image's."""
+        w = self.w
+        clear = key in ("0", "clear")
         if editor.selected_proposal() is not None:
-            info = None if key in ("0", "clear") else w._class_for_key(key)
-            if info is not None or key in ("0", "clear"):
-                w.proposal_review.key(editor, info.id if info else None)
-        elif editor.selected_box() is None:
-            w._on_hotkey(key)
-        elif key in ("0", "clear"):
-            self.set_class(editor, editor.selected_box(), None)
-        elif (info := w._class_for_key(key)) is not None:
-            self.set_class(editor, editor.selected_box(), info.id)
+            if clear or (info := w._class_for_key(key)) is not None:
+                w.proposal_review.key(editor, None if clear else info.id)
+            return True
+        if editor.selected_box() is None or (key == "clear" and not clear_box):
+            return False
+        if clear or (info := w._class_for_key(key)) is not None:
+            self.set_class(editor, editor.selected_box(), None if clear else info.id)
+        return True
+
+    def on_viewer_key(self, key: str) -> None:
+        """A class key, 0 or 'clear' typed in the image dock's editor: its selected box or proposal, else the
+        selected images."""
+        if not self.key_for_selection(self.w.viewer.editor, key):
+            self.w._on_hotkey(key)

@@ -317,16 +317,10 @@ class ReviewController(QObject):
 
     def on_key(self, key: str) -> None:
         """A class key, 0 or 'clear' (Delete): for the selected proposal or box if any, else the image."""
-        w, editor = self.w, self.panel.editor
-        if editor.selected_proposal() is not None:
-            info = None if key in ("0", "clear") else w._class_for_key(key)
-            if info is not None or key in ("0", "clear"):
-                w.proposal_review.key(editor, info.id if info else None)
-        elif editor.selected_box() is not None and key not in ("clear",):
-            info = None if key == "0" else w._class_for_key(key)
-            if info is not None or key == "0":
-                w.box_edits.set_class(editor, editor.selected_box(), info.id if info else None)
-        elif key in ("0", "clear"):
+        w = self.w
+        if w.box_edits.key_for_selection(self.panel.editor, key, clear_box=False):
+            return
+        if key in ("0", "clear"):
             self.label(None)
         elif (info := w._class_for_key(key)) is not None:
             self.label(info.id)
