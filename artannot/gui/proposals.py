@@ -121,6 +121,8 @@ class ProposalReview(QObject):
         super().__init__(window)
         self.window = window
         self.threshold = DEFAULT_THRESHOLD
+        self.last_result: dict | None = None  # what the last propose or check job returned
+        self._scope = ""  # the last propose job's scope
         self.bar = ProposalBar(self.threshold)
         self.bar.threshold_changed.connect(self.set_threshold)
         self.editors = (window.viewer.editor, window.review.editor)
@@ -293,7 +295,7 @@ class ProposalReview(QObject):
         if w.project is None:
             return
         shown = proposal_store.count_open(w.project.conn, min_score=self.threshold)
-        if getattr(self, "_scope", "") != "current" and shown:
+        if self._scope != "current" and shown:
             w.show_preset("proposals")
         else:
             w.reload()
