@@ -95,6 +95,7 @@ def test_export_dialog_writes_every_format_in_the_worker(qtbot, tmp_path, small)
     dialog = w.ask_export()
     SHOTS.mkdir(exist_ok=True)
     dialog.grab().save(str(SHOTS / "export_dialog.png"))
+    dialog.reject()  # a window-modal dialog left open keeps the next test's window from being activated
     for fmt in ("csv", "coco", "imagefolder"):
         dialog = w.ask_export()
         dialog.format.setCurrentIndex(dialog.format.findData(fmt))
@@ -107,6 +108,7 @@ def test_export_dialog_writes_every_format_in_the_worker(qtbot, tmp_path, small)
         assert out.exists()
         assert "Exported 4 images" in w.export_summary.text()
         qtbot.waitUntil(lambda: not w.jobs.busy, timeout=5000)
+        w.export_summary.close()
     w.close()
 
 
