@@ -146,6 +146,25 @@ def test_one_vs_one_reproduces_sklearn_svc(tmp_path):
     assert np.abs(torch_p - again.predict_proba(Xt.astype(np.float32))).max() < 1e-6
 
 
+def test_unscaled_features_with_an_absolute_gamma_are_the_published_svm(tmp_path):
+    """Lagunas & Garces' RBF C=1 gamma=1e-4 on raw features: option scale=false keeps the features as they are,
+    and the fit is scikit-learn's SVC(C=1, gamma=1e-4) on the raw features (not on standardised ones)."""
+    X, y = make_classification(n_samples=300, n_features=24, n_informative=10, n_classes=4,
+                               n_clusters_per_class=1, class_sep=1.0, random_state=7)
+    X = 10.0 * X + 100.0  # raw deep features are neither centred nor unit-scaled
+    X, Xt, y, yt = train_test_split(X, y, train_size=150, stratify=y, random_state=0)
+    clf = SVMClassifier(kernels=("rbf",), Cs=(1.0,), gamma_scales=(), gammas=(1e-4,), schemes=("ovo",),
+                        scale=False).fit(X, y)
+    assert clf.gamma_ == 1e-4 and clf.params()["scaled"] is False
+    ref = SVC(kernel="rbf", C=1.0, gamma=1e-4).fit(X, y)
+    assert np.allclose(clf.decision_function(Xt), ref.decision_function(Xt), atol=1e-6)
+    scaled = SVC(kernel="rbf", C=1.0, gamma=1e-4).fit(StandardScaler().fit_transform(X), y)
+    assert not np.allclose(ref.decision_function(Xt), scaled.decision_function(StandardScaler().fit(X).transform(Xt)),
+                           atol=1e-3)  # the distinction matters
+    clf.save(tmp_path / "raw.npz")
+    assert np.allclose(SVMClassifier.load(tmp_path / "raw.npz").decision_function(Xt), clf.decision_function(Xt))
+
+
 def test_a_class_with_one_image_trains_and_is_scored_honestly():
     X, y = make_classification(n_samples=61, n_features=16, n_informative=8, n_classes=3,
                                n_clusters_per_class=1, class_sep=2.0, random_state=0)

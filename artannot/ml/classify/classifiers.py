@@ -34,15 +34,25 @@ def _kernel(kind: str, a: np.ndarray, b: np.ndarray, gamma: float, coef0: float)
     raise ModelError(f"unknown SVM kernel {kind!r}")
 
 
-def training_set(X: np.ndarray, y: np.ndarray, max_folds: int):
-    """Checked labels, their classes, the CV folds the rarest class allows, a fitted scaler, scaled features."""
+def identity_scaler(n_features: int) -> StandardScaler:
+    """A StandardScaler that leaves features as they are (mean 0, scale 1): raw features, as papers used them."""
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = np.zeros(n_features), np.ones(n_features)
+    scaler.var_, scaler.n_features_in_ = np.ones(n_features), n_features
+    return scaler
+
+
+def training_set(X: np.ndarray, y: np.ndarray, max_folds: int, scale: bool = True):
+    """Checked labels, their classes, the CV folds the rarest class allows, a fitted scaler, scaled features.
+
+    scale=False keeps the raw features (an identity scaler), so an absolute gamma means what a paper meant."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     classes = np.unique(y)
     if len(classes) < 2:
         raise ModelError("training needs labelled images of at least two classes")
     folds = int(min(max_folds, np.bincount(np.searchsorted(classes, y)).min()))
-    scaler = StandardScaler().fit(X)
+    scaler = StandardScaler().fit(X) if scale else identity_scaler(X.shape[1])
     return y, classes, folds, scaler, scaler.transform(X)
 
 
@@ -150,6 +160,7 @@ class SVMClassifier:
         random_state: int = 0,
         repeats: int | None = None,
         schemes: Sequence[str] = SCHEMES,
+        scale: bool = True,
     ):
         if any(s not in SCHEMES for s in schemes) or not schemes:
             raise ModelError(f"SVM multi-class schemes are {', '.join(SCHEMES)}, not {', '.join(schemes)}")
@@ -161,6 +172,7 @@ class SVMClassifier:
         self.folds = folds
         self.random_state = random_state
         self.schemes = tuple(schemes)
+        self.scale = bool(scale)
 
     # ---- training -------------------------------------------------------------------------------------
     def _grid(self, base_gamma: float, n_classes: int) -> list[tuple[str, str, float, float]]:
@@ -180,7 +192,7 @@ class SVMClassifier:
         cancel: threading.Event | None = None,
     ) -> SVMClassifier:
         """Grid-search the SVM on repeated stratified folds, refit the chosen setting on all data, calibrate."""
-        y, self.classes_, _, self.scaler_, Xs = training_set(X, y, self.folds)
+        y, self.classes_, _, self.scaler_, Xs = training_set(X, y, self.folds, self.scale)
         y_idx = np.searchsorted(self.classes_, y)
         base_gamma = 1.0 / (Xs.shape[1] * max(Xs.var(), 1e-12))  # scikit-learn's gamma="scale"
         grid = self._grid(base_gamma, len(self.classes_))
@@ -308,7 +320,7 @@ class SVMClassifier:
     def params(self) -> dict:
         """What was chosen and the grid it was chosen from, for the models table."""
         return {"scheme": self.scheme_, "kernel": self.kernel_, "C": self.C_, "gamma": self.gamma_,
-                "cv_top1": self.cv_top1_, "cv_std": self.cv_std_, "cv_folds": self.cv_folds_,
+                "scaled": bool(getattr(self, "scale", True)), "cv_top1": self.cv_top1_, "cv_std": self.cv_std_, "cv_folds": self.cv_folds_,
                 "temperature": self.temperature_, "n_support": int(len(self.sv_)), "grid": self.cv_results_}
 
     # ---- storage --------------------------------------------------------------------------------------

@@ -94,6 +94,11 @@ def discard_files(outcome: Outcome) -> None:
 def _make_classifier(kind: str, options: dict):
     if kind == "svm":
         kw = {k: tuple(options[k]) for k in ("kernels", "Cs", "schemes") if options.get(k)}
+        for k in ("gammas", "gamma_scales"):  # absolute gammas; relative to gamma="scale" ([] = none)
+            if k in options:
+                kw[k] = tuple(float(g) for g in options[k])
+        if "scale" in options:  # false: raw features, no standardisation (as Lagunas & Garces)
+            kw["scale"] = str(options["scale"]).lower() not in ("0", "false", "no", "off")
         return SVMClassifier(**kw)
     if kind == "linear":
         return LinearProbe(**({"Cs": tuple(options["Cs"])} if options.get("Cs") else {}))
