@@ -80,7 +80,7 @@ def test_evaluate_ranked_top_k_per_class_confusion():
 
 def test_two_classes_work_like_many(tmp_path):
     X, y = _blobs(k=2)
-    clf = SVMClassifier(Cs=(1.0,)).fit(X, y)
+    clf = SVMClassifier(Cs=(1.0,), ensemble=1).fit(X, y)
     ref = OneVsRestClassifier(SVC(kernel=clf.kernel_, C=1.0, gamma=clf.gamma_)).fit(clf.scaler_.transform(X), y)
     d = clf.decision_function(X)
     assert np.allclose(d[:, 1], ref.decision_function(clf.scaler_.transform(X)), atol=1e-6)
@@ -131,3 +131,32 @@ def test_knn_picks_k_by_cv_calibrates_and_round_trips(tmp_path):
     assert 99 in KNNClassifier().fit(X, y1).classes_
     with pytest.raises(ModelError, match="two classes"):
         KNNClassifier().fit(X, np.zeros(len(X)))
+
+
+def test_the_best_settings_are_averaged_and_survive_save_load_and_torch(tmp_path):
+    """The CV's best settings (different kernels) are averaged: the stored file, the torch head (saliency,
+    ONNX) and the out-of-fold scores all give the averaged calibrated probabilities."""
+    import torch
+
+    from artannot.ml.saliency import SVMHead
+
+    X, y = _blobs(k=3, n_per=20)
+    clf = SVMClassifier(Cs=(1.0, 10.0), ensemble=4).fit(X, y)
+    settings = clf.params()["ensemble"]
+    assert len(settings) == 4 and len(clf.members_) == 4 and "averaged" in clf.describe()
+    ranked = sorted((r for r in clf.cv_results_ if r["collapsed"] is None),
+                    key=lambda r: (r["cv_top1"], -r["cv_nll"]), reverse=True)
+    assert [(s["kernel"], s["C"]) for s in settings] == [(r["kernel"], r["C"]) for r in ranked[:4]]
+    one = [m.temperature_ * m.decision_function(X) for m in clf.members_]
+    from scipy.special import softmax
+    mean_p = np.mean([softmax(o, axis=1) for o in one], axis=0)
+    assert np.allclose(np.exp(clf.decision_function(X)), mean_p)
+    assert clf.oof_decision_.shape == (len(y), 3) and 0.0 < clf.cv_top1_ <= 1.0
+    clf.save(tmp_path / "ens.npz")
+    again = SVMClassifier.load(tmp_path / "ens.npz")
+    assert len(again.members_) == 4 and np.allclose(again.predict_proba(X), clf.predict_proba(X))
+    head = SVMHead(again)(torch.as_tensor(X)).detach().numpy()
+    assert np.allclose(head, again.decision_function(X), atol=1e-8)
+    torch_p = again.as_torch()(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+    assert np.abs(torch_p - again.predict_proba(X.astype(np.float32))).max() < 1e-5
+    assert len(SVMClassifier(Cs=(1.0,), ensemble=1).fit(X, y).members_) == 1

@@ -148,6 +148,10 @@ class SVMHead(nn.Module):
 
     def __init__(self, clf):
         super().__init__()
+        members = getattr(clf, "members_", None) or [clf]
+        # several settings averaged: log of the mean of their calibrated softmaxes (decision_function's)
+        self.members = nn.ModuleList([SVMHead(m) for m in members]) if len(members) > 1 else None
+        self.temperatures = [float(m.temperature_) for m in members]
         self.kernel = clf.kernel_
         self.gamma = float(clf.gamma_)
         self.scheme = getattr(clf, "scheme_", "ovr")
@@ -175,6 +179,10 @@ class SVMHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Class scores (N, classes), as SVMClassifier.decision_function computes them."""
+        if self.members is not None:
+            p = torch.stack([torch.softmax(t * m(features), 1) for t, m in zip(self.temperatures, self.members,
+                                                                             strict=True)]).mean(0)
+            return torch.log(p.clamp_min(1e-300))
         x = (features.double() - self.mean) / self.scale
         margins = self._kernel(x, self.support) @ self.dual + self.intercept
         conf = margins @ self.combine

@@ -62,6 +62,7 @@ SCHEMES = ("ovr", "ovo")  # one-vs-rest, one-vs-one
 # were 10-20 points worse on new images (tests/test_trust.py). Larger C stays in the grid for rbf and linear.
 SIGMOID_MAX_C = 10.0
 LOO_MAX = 40  # up to this many labelled images, every estimate is leave-one-out
+ENSEMBLE = 5  # settings averaged: the CV's best five (measured: bench/svm_vs_sklearn.py, docs/methods.md)
 
 
 def cv_splits(y: np.ndarray, folds: int = 5, repeats: int | None = None, seed: int = 0) -> list[list[tuple]]:
@@ -161,6 +162,7 @@ class SVMClassifier:
         repeats: int | None = None,
         schemes: Sequence[str] = SCHEMES,
         scale: bool = True,
+        ensemble: int = ENSEMBLE,
     ):
         if any(s not in SCHEMES for s in schemes) or not schemes:
             raise ModelError(f"SVM multi-class schemes are {', '.join(SCHEMES)}, not {', '.join(schemes)}")
@@ -173,6 +175,7 @@ class SVMClassifier:
         self.random_state = random_state
         self.schemes = tuple(schemes)
         self.scale = bool(scale)
+        self.ensemble = max(1, int(ensemble))
 
     # ---- training -------------------------------------------------------------------------------------
     def _grid(self, base_gamma: float, n_classes: int) -> list[tuple[str, str, float, float]]:
@@ -204,24 +207,42 @@ class SVMClassifier:
         self.temperature_ = 1.0
         if splits:
             with one_blas_thread():
-                chosen = self._search(Xs, y, y_idx, grid, splits, progress, cancel)
-            row, oofs, self.temperature_, self.cv_folds_, gram = chosen
-            self.scheme_, self.kernel_, self.C_, self.gamma_ = row["scheme"], row["kernel"], row["C"], row["gamma"]
+                chosen, grams = self._search(Xs, y, y_idx, grid, splits, progress, cancel)
+            settings = [(row["scheme"], row["kernel"], row["C"], row["gamma"], t) for row, _, t, _ in chosen]
+            row, oofs, self.temperature_, self.cv_folds_ = chosen[0]
             self.cv_top1_, self.cv_std_ = row["cv_top1"], row["cv_std"]
+            if len(chosen) > 1:
+                oofs = [ensemble_scores([t * o[r] for _, o, t, _ in chosen]) for r in range(len(splits))]
+                acc, _, self.temperature_, self.cv_folds_, _ = score_folds(oofs, self.classes_, y, y_idx, splits)
+                self.cv_top1_, self.cv_std_ = acc, float(np.std(self.cv_folds_))
             self.oof_decision_ = oofs[0]
         else:
-            self.scheme_, self.kernel_, self.C_, self.gamma_ = "ovr", "rbf", 1.0, base_gamma
-            gram = _kernel("rbf", Xs, Xs, base_gamma, 0.0)
+            settings = [("ovr", "rbf", 1.0, base_gamma, 1.0)]
+            grams = {("rbf", base_gamma): _kernel("rbf", Xs, Xs, base_gamma, 0.0)}
         if cancel is not None and cancel.is_set():
             raise Cancelled("training cancelled")
+        self.members_ = []
         with one_blas_thread():
-            heads, rows, combine = binary_heads(gram, y, self.C_, self.scheme_, self.classes_)
-        self._export(heads, rows, combine, Xs)
+            for scheme, kernel, C, gamma, t in settings:
+                gram = grams[(kernel, gamma if kernel != "linear" else 0.0)]
+                heads, rows, combine = binary_heads(gram, y, C, scheme, self.classes_)
+                self.members_.append(SVMMember(scheme, kernel, C, gamma, t, self.scaler_,
+                                               *_export(heads, rows, combine, Xs)))
+        self._adopt_first()
+        if len(self.members_) == 1:
+            self.temperature_ = settings[0][4]
         return self
 
-    def _search(self, Xs, y, y_idx, grid, splits, progress, cancel) -> tuple:
-        """(best row, its out-of-fold scores per repeat, temperature, fold scores, kernel matrix)."""
-        chosen, best_key = None, None
+    def _adopt_first(self) -> None:
+        """The best setting's arrays as the classifier's own (sv_, dual_, …: what one-setting files store)."""
+        m = self.members_[0]
+        self.scheme_, self.kernel_, self.C_, self.gamma_ = m.scheme_, m.kernel_, m.C_, m.gamma_
+        self.sv_, self.dual_, self.intercept_, self.combine_ = m.sv_, m.dual_, m.intercept_, m.combine_
+
+    def _search(self, Xs, y, y_idx, grid, splits, progress, cancel) -> tuple[list[tuple], dict]:
+        """The `ensemble` best settings, best first, each (row, out-of-fold scores per repeat, temperature,
+        fold scores), and the kernel matrices by (kernel, gamma)."""
+        ranked: list[tuple] = []
         grams: dict[tuple[str, float], np.ndarray] = {}
         for n, (scheme, kernel, C, gamma) in enumerate(grid):
             if cancel is not None and cancel.is_set():
@@ -234,16 +255,18 @@ class SVMClassifier:
             row = {"scheme": scheme, "kernel": kernel, "C": C, "gamma": gamma, "cv_top1": acc, "cv_nll": nll,
                    "cv_std": float(np.std(scores)), "collapsed": why}
             self.cv_results_.append(row)
-            if why is None and (best_key is None or (acc, -nll) > best_key):
-                best_key, chosen = (acc, -nll), (row, oofs, temperature, scores, grams[key])
+            if why is None:
+                ranked.append(((acc, -nll), n, (row, oofs, temperature, scores)))
+                ranked.sort(key=lambda r: (r[0], -r[1]), reverse=True)
+                del ranked[self.ensemble:]
             if progress is not None:
                 progress(n + 1, len(grid) + 1, "choosing SVM scheme, kernel, C, gamma")
-        if chosen is None:
+        if not ranked:
             raise ModelError(
                 "no useful SVM can be fitted: every setting " + (self.cv_results_[0]["collapsed"] or "")
                 + f" ({len(y)} labelled images in {len(self.classes_)} classes; the smallest has"
                 f" {np.bincount(y_idx).min()}): label more images of the smaller classes")
-        return chosen
+        return [r[2] for r in ranked], grams
 
     def _oof(self, gram: np.ndarray, y: np.ndarray, C: float, scheme: str, split: list[tuple]) -> np.ndarray:
         """Out-of-fold class scores (rows of y, classes_ columns) of one pass over the folds."""
@@ -259,28 +282,14 @@ class SVMClassifier:
             out[np.ix_(te, np.searchsorted(self.classes_, present))] = combine_margins(margins, combine, scheme)
         return out
 
-    def _export(self, heads: list[BinarySVM], rows: list[np.ndarray], combine: np.ndarray, Xs: np.ndarray) -> None:
-        """Keep only the arrays needed to score: no pickled estimator ever touches the disk."""
-        for h in heads:
-            if not hasattr(h, "support_"):  # a class absent from a binary problem
-                raise ModelError("every class needs at least one training image")
-        used = np.unique(np.concatenate([r[h.support_] for h, r in zip(heads, rows, strict=True)]))
-        self.sv_ = Xs[used]
-        self.dual_ = np.zeros((len(used), len(heads)))
-        for k, (h, r) in enumerate(zip(heads, rows, strict=True)):
-            self.dual_[np.searchsorted(used, r[h.support_]), k] = h.dual_coef_[0]
-        self.intercept_ = np.array([h.intercept_[0] for h in heads], dtype=np.float64)
-        self.combine_ = combine.astype(np.float64)
-
     # ---- scoring --------------------------------------------------------------------------------------
-    def head_margins(self, X: np.ndarray) -> np.ndarray:
-        """Every binary head's margin, N × heads."""
-        Xs = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return _kernel(self.kernel_, Xs, self.sv_, self.gamma_, 0.0) @ self.dual_ + self.intercept_
-
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Class scores, N × classes: one-vs-rest margins, or one-vs-one votes + squashed margins."""
-        return combine_margins(self.head_margins(X), self.combine_, self.scheme_)
+        """Class scores, N × classes: one setting's one-vs-rest margins or one-vs-one votes + squashed margins;
+        for several settings, the log of their averaged calibrated probabilities."""
+        members = self.members_
+        if len(members) == 1:
+            return members[0].decision_function(X)
+        return ensemble_scores([m.temperature_ * m.decision_function(X) for m in members])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class scores that sum to one (temperature-scaled decision values, fitted on out-of-fold data)."""
@@ -315,20 +324,31 @@ class SVMClassifier:
     def describe(self) -> str:
         """What was fitted, in a few words (the models table's summary)."""
         scheme = {"ovr": "one-vs-rest", "ovo": "one-vs-one"}[self.scheme_]
-        return f"{self.kernel_} SVM C={self.C_:g} ({scheme})"
+        more = len(getattr(self, "members_", ())) - 1
+        return f"{self.kernel_} SVM C={self.C_:g} ({scheme})" + (
+            f" + {more} next-best setting{'s' if more > 1 else ''}, averaged" if more > 0 else "")
 
     def params(self) -> dict:
         """What was chosen and the grid it was chosen from, for the models table."""
         return {"scheme": self.scheme_, "kernel": self.kernel_, "C": self.C_, "gamma": self.gamma_,
                 "scaled": bool(getattr(self, "scale", True)), "cv_top1": self.cv_top1_, "cv_std": self.cv_std_, "cv_folds": self.cv_folds_,
-                "temperature": self.temperature_, "n_support": int(len(self.sv_)), "grid": self.cv_results_}
+                "temperature": self.temperature_, "n_support": int(len(self.sv_)), "grid": self.cv_results_,
+                "ensemble": [m.setting() for m in getattr(self, "members_", [])]}
 
     # ---- storage --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the model as a plain .npz (no pickle), atomically."""
+        extra = {}
+        members = self.members_
+        if len(members) > 1:
+            extra["member_t"] = np.array([m.temperature_ for m in members])
+            for k, m in enumerate(members[1:], 1):
+                extra.update({f"m{k}_sv": m.sv_, f"m{k}_dual": m.dual_, f"m{k}_intercept": m.intercept_,
+                              f"m{k}_combine": m.combine_, f"m{k}_meta": np.array([m.gamma_, m.C_]),
+                              f"m{k}_kernel": np.array(m.kernel_), f"m{k}_scheme": np.array(m.scheme_)})
         save_npz(path, classes=self.classes_, mean=self.mean_, scale=self.scale_, intercept=self.intercept_,
                  meta=np.array([self.gamma_, self.temperature_, self.C_]), kernel=np.array(self.kernel_),
-                 scheme=np.array(self.scheme_), sv=self.sv_, dual=self.dual_, combine=self.combine_)
+                 scheme=np.array(self.scheme_), sv=self.sv_, dual=self.dual_, combine=self.combine_, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> SVMClassifier:
@@ -349,6 +369,7 @@ class SVMClassifier:
             if self.scheme_ not in SCHEMES or self.dual_.shape != (len(self.sv_), len(self.intercept_)) \
                     or self.combine_.shape != (len(self.intercept_), len(self.classes_)):
                 raise ModelError(f"model file {path} is inconsistent (scheme {self.scheme_}); retrain it")
+            self._load_members(data, path)
             return self
         # earlier files: one-vs-rest, support vectors and dual coefficients of each class's head
         per_class = [f"{kind}_{k}" for k in range(len(self.classes_)) for kind in ("sv", "dual")]
@@ -363,8 +384,80 @@ class SVMClassifier:
             start += len(sv)
         self.combine_ = np.eye(len(self.classes_))
         self.scheme_ = "ovr"
+        self.members_ = [SVMMember(self.scheme_, self.kernel_, self.C_, self.gamma_, self.temperature_, self.scaler_,
+                                   self.sv_, self.dual_, self.intercept_, self.combine_)]
         return self
 
+    def _load_members(self, data, path) -> None:
+        """The settings averaged with the best one (files of one setting: just it)."""
+        first = SVMMember(self.scheme_, self.kernel_, self.C_, self.gamma_, self.temperature_, self.scaler_,
+                          self.sv_, self.dual_, self.intercept_, self.combine_)
+        self.members_ = [first]
+        if "member_t" not in data:
+            return
+        temps = np.asarray(data["member_t"], dtype=np.float64)
+        first.temperature_ = float(temps[0])
+        for k in range(1, len(temps)):
+            names = [f"m{k}_{part}" for part in ("sv", "dual", "intercept", "combine", "meta", "kernel", "scheme")]
+            if any(n not in data for n in names):
+                raise ModelError(f"model file {path} lacks setting {k} of its ensemble; retrain it")
+            sv, dual, intercept, combine, meta, kernel, scheme = (data[n] for n in names)
+            m = SVMMember(str(scheme), str(kernel), float(meta[1]), float(meta[0]), float(temps[k]), self.scaler_,
+                          sv, dual, np.asarray(intercept, dtype=np.float64), combine)
+            if m.scheme_ not in SCHEMES or m.dual_.shape != (len(m.sv_), len(m.intercept_)):
+                raise ModelError(f"model file {path} is inconsistent (setting {k}); retrain it")
+            self.members_.append(m)
+
+
+
+def ensemble_scores(scaled: list[np.ndarray]) -> np.ndarray:
+    """log of the mean of softmax(each) (each: N × classes, already temperature-scaled): an ensemble's scores."""
+    p = np.mean([softmax(s, axis=1) for s in scaled], axis=0)
+    return np.log(np.maximum(p, 1e-300))
+
+
+class SVMMember:
+    """One fitted setting (scheme, kernel, C, gamma) of an SVM as plain arrays, and its class scores."""
+
+    def __init__(self, scheme, kernel, C, gamma, temperature, scaler, sv, dual, intercept, combine):
+        self.scheme_, self.kernel_, self.C_, self.gamma_ = scheme, kernel, float(C), float(gamma)
+        self.temperature_, self.scaler_ = float(temperature), scaler
+        self.sv_, self.dual_, self.intercept_, self.combine_ = sv, dual, intercept, combine
+
+    @property
+    def mean_(self) -> np.ndarray:
+        return self.scaler_.mean_
+
+    @property
+    def scale_(self) -> np.ndarray:
+        return self.scaler_.scale_
+
+    def head_margins(self, X: np.ndarray) -> np.ndarray:
+        """Every binary head's margin, N × heads."""
+        Xs = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return _kernel(self.kernel_, Xs, self.sv_, self.gamma_, 0.0) @ self.dual_ + self.intercept_
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Class scores, N × classes: one-vs-rest margins, or one-vs-one votes + squashed margins."""
+        return combine_margins(self.head_margins(X), self.combine_, self.scheme_)
+
+    def setting(self) -> dict:
+        return {"scheme": self.scheme_, "kernel": self.kernel_, "C": self.C_, "gamma": self.gamma_,
+                "temperature": self.temperature_, "n_support": int(len(self.sv_))}
+
+
+def _export(heads: list[BinarySVM], rows: list[np.ndarray], combine: np.ndarray, Xs: np.ndarray) -> tuple:
+    """(support vectors, dual coefficients per head, intercepts, combine): only the arrays needed to score,
+    no pickled estimator ever touches the disk."""
+    for h in heads:
+        if not hasattr(h, "support_"):  # a class absent from a binary problem
+            raise ModelError("every class needs at least one training image")
+    used = np.unique(np.concatenate([r[h.support_] for h, r in zip(heads, rows, strict=True)]))
+    dual = np.zeros((len(used), len(heads)))
+    for k, (h, r) in enumerate(zip(heads, rows, strict=True)):
+        dual[np.searchsorted(used, r[h.support_]), k] = h.dual_coef_[0]
+    intercept = np.array([h.intercept_[0] for h in heads], dtype=np.float64)
+    return Xs[used], dual, intercept, combine.astype(np.float64)
 
 
 def binary_heads(gram: np.ndarray, y: np.ndarray, C: float, scheme: str,

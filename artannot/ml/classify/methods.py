@@ -97,6 +97,8 @@ def _make_classifier(kind: str, options: dict):
         for k in ("gammas", "gamma_scales"):  # absolute gammas; relative to gamma="scale" ([] = none)
             if k in options:
                 kw[k] = tuple(float(g) for g in options[k])
+        if "ensemble" in options:  # how many of the CV's best settings are averaged (1: the best alone)
+            kw["ensemble"] = int(options["ensemble"])
         if "scale" in options:  # false: raw features, no standardisation (as Lagunas & Garces)
             kw["scale"] = str(options["scale"]).lower() not in ("0", "false", "no", "off")
         return SVMClassifier(**kw)
