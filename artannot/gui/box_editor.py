@@ -5,16 +5,20 @@ negative ids (-proposal id): they can be selected (click, Tab) but not dragged; 
 one, Shift+Enter every one shown, Delete rejects, a class key accepts it with that class.
 
 Scene coordinates are image pixels (the displayed pixmap may be a smaller decode, scaled back up), so a
-box's rectangle is what the store keeps. The editor only reports what the curator did, by signal; the
+box's rectangle is what the store keeps. Zoomed in past that decode's resolution, the editor asks (signal
+detail_wanted, after the view settles) for the visible region at the resolution now needed, and shows what
+it is given (set_detail) over the smaller decode: a huge scan is viewed at full resolution one region at a
+time, never decoded whole. The editor only reports what the curator did, by signal; the
 window commits each edit at once (store/boxes.py, undoable) and hands the boxes back with their new ids.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -149,6 +153,9 @@ class BoxEditor(QGraphicsView):
     proposals_accepted = Signal(list)  # proposal ids (Enter on the selected proposal)
     accept_all_requested = Signal()  # Shift+Enter: every proposal shown
     proposals_rejected = Signal(list)  # proposal ids (Delete on the selected proposal)
+    detail_wanted = Signal(QRectF, float)  # a region (image pixels) to decode at this many pixels per image pixel
+
+    DETAIL_DELAY_MS = 60  # the view must rest this long before a region is asked for
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -169,6 +176,13 @@ class BoxEditor(QGraphicsView):
         self._draft: BoxItem | None = None
         self._pan: QPointF | None = None
         self._fitted = True
+        self._detail_item: QGraphicsPixmapItem | None = None
+        self._detail_rect = QRectF()  # image pixels the detail covers
+        self._detail_scale = 0.0  # its decoded pixels per image pixel
+        self._detail_timer = QTimer(self)
+        self._detail_timer.setSingleShot(True)
+        self._detail_timer.setInterval(self.DETAIL_DELAY_MS)
+        self._detail_timer.timeout.connect(self.check_detail)
         self.message = ""  # shown when there is no image (loading, unreadable)
         self.editable = True
         self.pass_navigation = False  # arrows and Page keys go to the parent (review mode) instead of scrolling
@@ -185,6 +199,7 @@ class BoxEditor(QGraphicsView):
         if self._pixmap_item is not None:
             scene.removeItem(self._pixmap_item)
             self._pixmap_item = None
+        self._clear_detail()
         self.message = message
         if pixmap is None or pixmap.isNull():
             self._size = QRectF()
@@ -201,6 +216,67 @@ class BoxEditor(QGraphicsView):
         self._pixmap_item = item
         scene.setSceneRect(self._size)
         self.fit()
+
+    def set_detail(self, pixmap: QPixmap, rect: QRectF) -> None:
+        """Show a region of the image (rect, image pixels) decoded at a higher resolution than the image."""
+        self._clear_detail()
+        if pixmap.isNull() or not self.has_image() or rect.isEmpty():
+            return
+        item = QGraphicsPixmapItem(pixmap)
+        item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        item.setPos(rect.topLeft())
+        item.setScale(rect.width() / pixmap.width())
+        item.setZValue(0.5)  # over the whole image's smaller decode, under the boxes
+        self.scene().addItem(item)
+        self._detail_item, self._detail_rect = item, QRectF(rect)
+        self._detail_scale = pixmap.width() / rect.width()
+
+    def detail(self) -> tuple[QRectF, float] | None:
+        """The region shown at a higher resolution and its pixels per image pixel, if any."""
+        return (QRectF(self._detail_rect), self._detail_scale) if self._detail_item is not None else None
+
+    def needed_detail(self) -> tuple[QRectF, float] | None:
+        """The visible region and the resolution it needs (a power of two up to 1, pixels per image pixel),
+        when the zoom is past what the whole image's decode shows; else None."""
+        if self._pixmap_item is None or not self.has_image():
+            return None
+        zoom = self.zoom_level()
+        base = self._pixmap_item.pixmap().width() / max(1.0, self._size.width())
+        if base >= 1.0 or zoom <= base * 1.05:
+            return None
+        visible = self.mapToScene(self.viewport().rect()).boundingRect().intersected(self._size)
+        if visible.isEmpty():
+            return None
+        return visible, min(1.0, 2.0 ** math.ceil(math.log2(max(zoom, 1e-6))))
+
+    def check_detail(self) -> None:
+        """Ask for the visible region at the needed resolution unless the detail shown already covers it."""
+        need = self.needed_detail()
+        if need is None:
+            self._clear_detail()
+            return
+        visible, scale = need
+        if (self._detail_item is not None and self._detail_rect.contains(visible)
+                and self._detail_scale >= scale * 0.99):
+            return
+        pad_x, pad_y = visible.width() / 4, visible.height() / 4  # a little around it, for short pans
+        wanted = visible.adjusted(-pad_x, -pad_y, pad_x, pad_y).intersected(self._size)
+        left, top = math.floor(wanted.left()), math.floor(wanted.top())
+        whole = QRect(left, top, math.ceil(wanted.right()) - left, math.ceil(wanted.bottom()) - top)
+        self.detail_wanted.emit(QRectF(whole), scale)
+
+    def _clear_detail(self) -> None:
+        if self._detail_item is not None:
+            self.scene().removeItem(self._detail_item)
+        self._detail_item, self._detail_rect, self._detail_scale = None, QRectF(), 0.0
+
+    def _view_moved(self) -> None:
+        if self._pixmap_item is not None:
+            self._detail_timer.start()
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        self._view_moved()
 
     def has_image(self) -> bool:
         """Whether an image is shown (boxes can be drawn)."""
@@ -257,6 +333,7 @@ class BoxEditor(QGraphicsView):
         if self.has_image():
             self.fitInView(self._size, Qt.AspectRatioMode.KeepAspectRatio)
         self._fitted = True
+        self._view_moved()
 
     def zoom(self, factor: float) -> None:
         """Zoom by a factor around the mouse (keys: around the centre), between a fit and 40x."""
@@ -266,6 +343,7 @@ class BoxEditor(QGraphicsView):
         target = max(min(current * factor, 40.0), min(fit, 1.0) * 0.5)
         self.scale(target / current, target / current)
         self._fitted = False
+        self._view_moved()
 
     def zoom_level(self) -> float:
         """Screen pixels per image pixel."""
@@ -275,6 +353,7 @@ class BoxEditor(QGraphicsView):
         super().resizeEvent(event)
         if self._fitted:
             self.fit()
+        self._view_moved()
 
     def drawForeground(self, p: QPainter, rect: QRectF) -> None:
         if self.has_image() or not self.message:

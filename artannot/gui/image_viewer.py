@@ -2,12 +2,15 @@
 
 `ImageCache` decodes images off the GUI thread and keeps the last few, so the viewer and the review
 queue show the next image at once: they ask for it (and the ones after it) before the curator gets there.
+Each is decoded at most MAX_VIEW_PX on its longer side (a huge scan shrinks on load, never decoded whole);
+zoomed in past that, the viewer asks the cache for the visible region at the resolution needed (tiled
+zoom: `ImageCache.request_region`, a few regions kept), so a gigapixel scan is seen at full resolution.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRect, QRectF, QRunnable, Qt, QThreadPool, Signal
@@ -36,6 +39,7 @@ def pil_to_qimage(image) -> QImage:
 
 class _CacheSignals(QObject):
     loaded = Signal(int, str, object, str)  # generation, path, QImage or None, error
+    region = Signal(int, object, object, bool)  # generation, (path, box, size), QImage or None, skipped
 
 
 class _DecodeTask(QRunnable):
@@ -49,7 +53,7 @@ class _DecodeTask(QRunnable):
         from artannot.data.images import load_image
 
         try:
-            image = load_image(self.path)
+            image = load_image(self.path, max_side=MAX_VIEW_PX)  # a huge scan: shrunk on load
             if max(image.size) > MAX_VIEW_PX:
                 image.thumbnail((MAX_VIEW_PX, MAX_VIEW_PX))
             qimage = pil_to_qimage(image)
@@ -59,23 +63,54 @@ class _DecodeTask(QRunnable):
             self.signals.loaded.emit(self.generation, self.path, qimage, "")
 
 
+RegionKey = tuple[str, tuple[int, int, int, int], tuple[int, int]]  # path, box (x0, y0, x1, y1), output size
+
+
+class _RegionTask(QRunnable):
+    """Decodes one region of an image at one resolution off the GUI thread."""
+
+    def __init__(self, generation: int, key: RegionKey, signals: _CacheSignals,
+                 still_wanted: Callable[[RegionKey], bool]):
+        super().__init__()
+        self.generation, self.key, self.signals, self.still_wanted = generation, key, signals, still_wanted
+
+    def run(self) -> None:
+        from artannot.data.images import load_region
+
+        if not self.still_wanted(self.key):  # another region was asked for since: the view has moved on
+            self.signals.region.emit(self.generation, self.key, None, True)
+            return
+        path, box, size = self.key
+        try:
+            qimage = pil_to_qimage(load_region(path, box, size))
+        except Exception:  # the smaller decode stays on screen
+            qimage = None
+        self.signals.region.emit(self.generation, self.key, qimage, False)
+
+
 class ImageCache(QObject):
     """The last few decoded images by path; asks the pool for the one needed now before any prefetch."""
 
     ready = Signal(str)  # a path finished decoding (or failed)
+    region_ready = Signal(object)  # a region finished decoding: its (path, box, size) key
 
     MAX_IMAGES = 10  # up to 1600 px each: ~75 MB at worst
+    MAX_REGIONS = 4  # zoomed-in regions, a few screens each
 
     def __init__(self, parent: QObject | None = None, threads: int = 2):
         super().__init__(parent)
         self._images: OrderedDict[str, QImage] = OrderedDict()
         self._errors: dict[str, str] = {}
         self._pending: set[str] = set()
+        self._regions: OrderedDict[RegionKey, QImage | None] = OrderedDict()
+        self._pending_regions: set[tuple[int, RegionKey]] = set()  # (generation, key) queued or running
+        self._latest_region: RegionKey | None = None  # the last region asked for; a queued older one is skipped
         self._generation = 0
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(threads)
         self._signals = _CacheSignals(self)
         self._signals.loaded.connect(self._on_loaded)
+        self._signals.region.connect(self._on_region)
 
     def get(self, path: str) -> QImage | None:
         """The decoded image if it is ready."""
@@ -100,6 +135,35 @@ class ImageCache(QObject):
         for path in paths:
             self.request(path, urgent=False)
 
+    def region(self, key: RegionKey) -> QImage | None:
+        """A decoded region if it is ready (None also when it could not be decoded)."""
+        image = self._regions.get(key)
+        if image is not None:
+            self._regions.move_to_end(key)
+        return image
+
+    def request_region(self, key: RegionKey) -> None:
+        """Decode this region of an image at this output size, ahead of any whole image waiting; regions asked
+        for before it and not started yet are skipped (the view has moved on)."""
+        self._latest_region = key
+        if key in self._regions or (self._generation, key) in self._pending_regions:
+            return
+        self._pending_regions.add((self._generation, key))
+        self._pool.start(_RegionTask(self._generation, key, self._signals, self._still_wanted), 2)
+
+    def _still_wanted(self, key: RegionKey) -> bool:
+        """Whether a region is still the last one asked for (called on the pool's threads)."""
+        return key == self._latest_region
+
+    def _on_region(self, generation: int, key: RegionKey, image: QImage | None, skipped: bool) -> None:
+        self._pending_regions.discard((generation, key))
+        if generation != self._generation or skipped:
+            return
+        self._regions[key] = image
+        while len(self._regions) > self.MAX_REGIONS:
+            self._regions.popitem(last=False)
+        self.region_ready.emit(key)
+
     def stats(self) -> dict[str, int]:
         """Decoded, failed and pending counts (tests, diagnostics)."""
         return {"ready": len(self._images), "error": len(self._errors), "pending": len(self._pending)}
@@ -111,6 +175,8 @@ class ImageCache(QObject):
         self._images.clear()
         self._errors.clear()
         self._pending.clear()
+        self._regions.clear()
+        self._pending_regions.clear()
 
     def _on_loaded(self, generation: int, path: str, image: QImage | None, error: str) -> None:
         if generation != self._generation:
@@ -128,6 +194,37 @@ class ImageCache(QObject):
         """Wait for running decodes before the window goes away."""
         self._pool.clear()
         self._pool.waitForDone(timeout_ms)
+
+
+class ZoomDetail(QObject):
+    """Tiled zoom for one editor: when it is zoomed in past the decode it shows, the visible region of the
+    image it shows (current_path) is decoded on the cache's pool at the resolution needed and laid over it."""
+
+    def __init__(self, editor: BoxEditor, cache: ImageCache, current_path: Callable[[], str | None]):
+        super().__init__(editor)
+        self.editor, self.cache, self.current_path = editor, cache, current_path
+        self._wanted: RegionKey | None = None
+        editor.detail_wanted.connect(self._want)
+        cache.region_ready.connect(self._on_region)
+
+    def _want(self, rect: QRectF, scale: float) -> None:
+        path = self.current_path()
+        if path is None or not self.editor.has_image():
+            return
+        box = (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
+        size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
+        self._wanted = (path, box, size)
+        if self.cache.region(self._wanted) is not None:
+            self._on_region(self._wanted)
+        else:
+            self.cache.request_region(self._wanted)
+
+    def _on_region(self, key: RegionKey) -> None:
+        image = self.cache.region(key)
+        if key != self._wanted or image is None or key[0] != self.current_path():
+            return
+        x0, y0, x1, y1 = key[1]
+        self.editor.set_detail(QPixmap.fromImage(image), QRectF(x0, y0, x1 - x0, y1 - y0))
 
 
 class PredictionBars(QWidget):
@@ -189,6 +286,7 @@ class ImageViewer(QWidget):
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.title.setStyleSheet("font-weight: bold; font-size: 11pt;")
         self.editor = BoxEditor()
+        self.zoom_detail = ZoomDetail(self.editor, self.cache, lambda: self._shown_path)
         self.details = QLabel("")
         self.details.setStyleSheet("color: #546e7a;")
         self.label = QLabel("")
@@ -255,6 +353,10 @@ class ImageViewer(QWidget):
     def _on_ready(self, path: str) -> None:
         if self.row is not None and self.row.path == path and self._shown_path != path:
             self._show_decoded(self.row)
+
+    def detail_shown(self) -> tuple[QRectF, float] | None:
+        """The region shown at a higher resolution than the whole image's decode (tests, diagnostics)."""
+        return self.editor.detail()
 
     def set_boxes(self, boxes: Sequence[BoxView], select: int | None = None) -> None:
         """The current image's boxes (kept until the image itself arrives, if it is still decoding)."""

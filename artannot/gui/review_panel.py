@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLay
 
 from artannot.gui.actions import SKIP_KEY, key_name
 from artannot.gui.box_editor import BoxEditor, BoxView
-from artannot.gui.image_viewer import ImageCache, PredictionBars, label_html, prediction_title
+from artannot.gui.image_viewer import ImageCache, PredictionBars, ZoomDetail, label_html, prediction_title
 from artannot.store import queries
 from artannot.store.repo import ClassInfo, ImageRow
 
@@ -49,6 +49,8 @@ class ReviewPanel(QWidget):
         self.editor.pass_navigation = True
         self.editor.hotkey_pressed.connect(self._on_editor_key)
         self.editor.accept_requested.connect(self.accept_requested)
+        # tiled zoom as in the viewer: a huge scan is seen at full resolution when zoomed in
+        self.zoom_detail = ZoomDetail(self.editor, cache, lambda: self._row.path if self._row is not None else None)
         self.header = QLabel("")
         self.header.setStyleSheet("font-size: 12pt; font-weight: bold;")
         self.header.setWordWrap(True)

@@ -36,7 +36,7 @@ def _saliency_job(explainers: dict, path: Path, image_id: int, method: str, mode
     """Worker: load (or reuse) the model's explainer and explain one project image."""
     from artannot.data.images import load_image
     from artannot.ml.device import select_runtime
-    from artannot.ml.saliency import explain, load_explainer, model_source
+    from artannot.ml.saliency import SALIENCY_SIDE, explain, load_explainer, model_source
     from artannot.project import Project
     from artannot.store import repo
 
@@ -47,7 +47,7 @@ def _saliency_job(explainers: dict, path: Path, image_id: int, method: str, mode
             explainer = load_explainer(p.conn, model_source(p.conn, model_id))
             explainers.clear()  # one network in memory at a time
             explainers[key] = explainer
-        picture = load_image(repo.image_path(p.conn, image_id))
+        picture = load_image(repo.image_path(p.conn, image_id), max_side=SALIENCY_SIDE)
     result = explain(explainer, picture, method=method, class_index=class_index,
                      device=select_runtime("auto").device)
     return image_id, model_id, result, list(explainer.class_names)

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from artannot.data.images import load_image
 from artannot.errors import ArtAnnotError, Cancelled
-from artannot.ml.backbones import build_transform, get_spec, load_backbone
+from artannot.ml.backbones import BackboneSpec, get_spec, load_backbone
+from artannot.ml.decode_cache import DecodeCache, Normalizer, Recipe, decode_cache_for, eval_recipe
 from artannot.ml.device import Runtime, select_runtime
 
 Progress = Callable[[int, int, str], None]
@@ -146,21 +147,37 @@ class FeatureCache:
 
 
 class ImageDataset(Dataset):
-    """Decoded, transformed images; unreadable files yield a flag instead of failing the batch."""
+    """Decoded, transformed images; unreadable files yield a flag instead of failing the batch.
 
-    def __init__(self, paths: Sequence[str], transform, size: int):
+    With a `recipe` (decode_cache.eval_recipe) items are uint8 (3 x crop x crop) tensors, read from the
+    decode cache when one is given with the images' sha256 `hashes`, else decoded; normalization then
+    happens on the device (make_loader's batches). Without one, `transform` makes float tensors.
+    """
+
+    def __init__(self, paths: Sequence[str], transform, size: int, *, hashes: Sequence[str] | None = None,
+                 decode_cache: DecodeCache | None = None, recipe: Recipe | None = None):
         self.paths = list(paths)
         self.transform = transform
         self.size = size
+        self.hashes = list(hashes) if hashes is not None else None
+        self.decode_cache = decode_cache if hashes is not None else None
+        self.recipe = recipe
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, idx: int):
         try:
-            return self.transform(load_image(self.paths[idx])), True
+            if self.recipe is None:
+                return self.transform(load_image(self.paths[idx], min_side=2 * self.size)), True
+            if self.decode_cache is not None:
+                arr = self.decode_cache.load(self.paths[idx], self.hashes[idx], self.recipe)
+            else:
+                arr = self.recipe.decode(self.paths[idx])  # a huge scan shrinks on load
+            return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1), True
         except (ArtAnnotError, OSError):
-            return torch.zeros(3, self.size, self.size), False
+            dtype = torch.float32 if self.recipe is None else torch.uint8
+            return torch.zeros(3, self.size, self.size, dtype=dtype), False
 
 
 def default_workers(n_items: int) -> int:
@@ -170,14 +187,40 @@ def default_workers(n_items: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+class DeviceBatches:
+    """A loader of uint8 batches that yields them on the device, normalized, in the model's layout."""
+
+    def __init__(self, loader: DataLoader, runtime: Runtime, normalize: Normalizer):
+        self.loader, self.runtime, self.normalize = loader, runtime, normalize
+        self.dataset = loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, good in self.loader:
+            yield self.normalize(self.runtime.batch(x)), good
+
+
 def make_loader(paths: Sequence[str], transform, size: int, runtime: Runtime, batch_size: int,
-                shuffle: bool = False, num_workers: int | None = None) -> DataLoader:
-    """A DataLoader with worker processes and pinned memory where they help."""
+                shuffle: bool = False, num_workers: int | None = None, *, spec: BackboneSpec | None = None,
+                hashes: Sequence[str] | None = None, decode_cache: DecodeCache | None = None):
+    """A DataLoader with worker processes and pinned memory where they help.
+
+    With `spec` the backbone's evaluation geometry is applied (and cached in `decode_cache` under the
+    images' `hashes`) as uint8 and the batches come out on the device, normalized: `transform` is unused.
+    """
     workers = default_workers(len(paths)) if num_workers is None else num_workers
-    return DataLoader(
-        ImageDataset(paths, transform, size), batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-        pin_memory=runtime.device.type == "cuda", persistent_workers=False,
+    recipe = eval_recipe(spec) if spec is not None else None
+    dataset = ImageDataset(paths, transform, size if spec is None else spec.input_size, hashes=hashes,
+                           decode_cache=decode_cache, recipe=recipe)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        pin_memory=runtime.device.type == "cuda", persistent_workers=False,  # one pass: nothing to keep alive
     )
+    if spec is None:
+        return loader
+    return DeviceBatches(loader, runtime, Normalizer(spec, runtime.device))
 
 
 @torch.inference_mode()
@@ -192,8 +235,15 @@ def extract_features(
     model: torch.nn.Module | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    decode_cache: DecodeCache | None | str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features of (path, sha256) items; returns (features N×D, ok mask N)."""
+    """Penultimate features of (path, sha256) items; returns (features N×D, ok mask N).
+
+    Images are decoded, resized and center-cropped once into `decode_cache` ("auto": the one beside the
+    feature cache, i.e. in the project's cache folder; None: none), normalized on the device.
+    """
+    if decode_cache == "auto":
+        decode_cache = decode_cache_for(cache.path.parent) if cache is not None else None
     runtime = runtime or select_runtime("auto")
     spec = get_spec(backbone)
     hashes = [sha for _, sha in items]
@@ -209,8 +259,9 @@ def extract_features(
     if not todo:
         return feats, ok
     model = runtime.prepare(model if model is not None else load_backbone(backbone))
-    loader = make_loader([items[i][0] for i in todo], build_transform(spec), spec.input_size, runtime, batch_size,
-                         num_workers=num_workers)
+    loader = make_loader([items[i][0] for i in todo], None, spec.input_size, runtime, batch_size,
+                         num_workers=num_workers, spec=spec, hashes=[hashes[i] for i in todo],
+                         decode_cache=decode_cache)
     pos = 0
     for x, good in loader:
         if cancel is not None and cancel.is_set():

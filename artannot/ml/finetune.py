@@ -3,9 +3,11 @@
 `fit` trains a network from networks.build_network following a layer plan (networks.layer_plan: LR,
 re-initialization or freezing per layer group) with augmentation, mixed precision (CUDA fp16 with a
 GradScaler, CPU bf16 where the CPU has it), a cosine or step schedule and early stopping on a validation
-split; it checks `cancel` every batch and reports `progress(done, total, stage)`. Images are decoded once
-and kept (shrunk) in memory; workers crop and flip them as uint8 and the device converts and normalizes,
-which moves 4x fewer bytes per image. Under torchrun it runs as DistributedDataParallel: the same function,
+split; it checks `cancel` every batch and reports `progress(done, total, stage)`. With a decode cache
+(ml/decode_cache.py) each image is decoded and shrunk once for good, shared with later runs, extraction and
+prediction, and cropped and flipped on the device; without one images are decoded once per run and kept
+(shrunk) in memory, workers crop and flip them as uint8 and the device converts and normalizes. Either
+way 4x fewer bytes per image cross to the device than as float. Under torchrun it runs as DistributedDataParallel: the same function,
 sharded data, metrics reduced across processes.
 """
 
@@ -32,6 +34,15 @@ from torchvision import transforms as T
 from artannot.data.images import load_image
 from artannot.errors import ArtAnnotError, Cancelled, ModelError
 from artannot.ml.backbones import BackboneSpec, build_transform
+from artannot.ml.decode_cache import (  # noqa: F401  (Normalizer re-exported)
+    DecodeCache,
+    DeviceAugment,
+    Normalizer,
+    Recipe,
+    eval_recipe,
+    pad_collate,
+    shrunk_recipe,
+)
 from artannot.ml.device import Runtime
 from artannot.ml.networks import (  # noqa: F401  (re-exported: the fine-tuning API in one import)
     DEFAULTS,
@@ -41,6 +52,7 @@ from artannot.ml.networks import (  # noqa: F401  (re-exported: the fine-tuning 
     layer_plan,
     load_network,
     network_features,
+    plan_modules,
     reinitialize,
     replace_head,
     save_network,
@@ -69,6 +81,8 @@ class FineTuneConfig:
     step_gamma: float = 0.1
     patience: int = 3  # early stopping: epochs without a better validation loss
     label_smoothing: float = 0.1  # helps with noisy labels
+    augment: bool = True  # random crops and flips; False: every epoch sees the evaluation crop (resize + center)
+    nesterov: bool = True  # SGD's Nesterov momentum; False: plain momentum (Caffe's SGD, as the papers used)
     bn_momentum: float = 0.1  # at least this batch-norm momentum in trained groups
     image_size: int | None = None  # train/predict at this side instead of the backbone's (tests, speed)
     num_workers: int | None = None
@@ -76,6 +90,7 @@ class FineTuneConfig:
     seed: int = 0
     multilabel: bool = False  # sigmoid outputs with binary cross-entropy (tags)
     deadline: float | None = None  # time.monotonic() after which training stops (auto's time budget)
+    augment_index: str | None = None  # stylized copies of the train images (ml/style.py), added as samples
 
     @classmethod
     def from_options(cls, options: dict, **overrides) -> FineTuneConfig:
@@ -111,7 +126,7 @@ class _DecodeShrunk(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img = load_image(self.paths[i])
+            img = load_image(self.paths[i], min_side=self.side)  # a huge scan shrinks on load
         except (ArtAnnotError, OSError):
             return None
         w, h = img.size
@@ -158,20 +173,6 @@ def uint8_transform(spec: BackboneSpec, train: bool) -> tuple[T.Compose, bool]:
     if len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize):
         return T.Compose([*steps[:-2], T.PILToTensor()]), True
     return full, False
-
-
-class Normalizer:
-    """uint8 image batches -> normalized float on the device (float batches pass through)."""
-
-    def __init__(self, spec: BackboneSpec, device: torch.device):
-        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) / std
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.uint8:
-            return x
-        return x.float().mul_(self.scale).sub_(self.shift)  # elementwise: keeps channels_last
 
 
 class EpochBatches(Sampler):
@@ -227,11 +228,66 @@ class _Images(Dataset):
         try:
             if arr is None:
                 raise OSError("unreadable")
-            img = Image.fromarray(arr) if arr is not False else load_image(self.paths[i])
+            img = Image.fromarray(arr) if arr is not False else load_image(self.paths[i], min_side=2 * self.size)
             return self.transform(img), self._target(i), True
         except (ArtAnnotError, OSError):
             dtype = torch.uint8 if self.as_uint8 else torch.float32
             return torch.zeros(3, self.size, self.size, dtype=dtype), self._target(i), False
+
+
+class _CachedImages(Dataset):
+    """(image, target, ok) from the decode cache: a shrunk recipe gives H x W x 3 arrays (pad_collate, then
+    DeviceAugment crops them), an eval recipe 3 x crop x crop uint8 tensors; unreadable -> ok False."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[Target], hashes: Sequence[str | None],
+                 ok: Sequence[bool], cache: DecodeCache, recipe: Recipe):
+        self.paths, self.targets, self.hashes, self.ok = list(paths), list(targets), list(hashes), list(ok)
+        self.cache, self.recipe = cache, recipe
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        t = self.targets[i]
+        target = torch.as_tensor(t, dtype=torch.float32) if isinstance(t, np.ndarray) else torch.tensor(int(t))
+        side = self.recipe.crop if self.recipe.kind == "eval" else self.recipe.resize
+        arr, good = None, False
+        if self.ok[i] and self.hashes[i] is not None:
+            try:  # a hit, or decoded again when the entry was evicted since the warm-up
+                arr, good = self.cache.load(self.paths[i], self.hashes[i], self.recipe), True
+            except (ArtAnnotError, OSError):
+                arr, good = None, False
+        if arr is None:
+            arr = np.zeros((side, side, 3), dtype=np.uint8)
+        if self.recipe.kind == "eval":
+            return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1), target, good
+        return arr, target, good
+
+
+def _warm_cache(cache: DecodeCache, paths: list[str], hashes: list[str | None], n_train: int, train_recipe: Recipe,
+                val_recipe: Recipe, workers: int, rank: int, world: int, progress: Progress | None,
+                cancel: threading.Event | None) -> tuple[np.ndarray, list[str | None]]:
+    """Fill the decode cache for the train (train_recipe) and val (val_recipe) images; (ok mask, sha256s).
+
+    Under torchrun each process first decodes its own share, then (after a barrier) checks the rest,
+    which on a shared disk are hits: every image is decoded once, by one process."""
+    items = list(zip(paths, hashes, strict=True))
+    recipes = [train_recipe] * n_train + [val_recipe] * (len(items) - n_train)
+    ok = np.zeros(len(items), dtype=bool)
+    shas: list[str | None] = list(hashes)
+    passes = [list(range(rank, len(items), world)), list(range(len(items)))] if world > 1 else [list(range(len(items)))]
+    for k, idx in enumerate(passes):
+        if k == 1:
+            dist.barrier()
+        for recipe in dict.fromkeys((train_recipe, val_recipe)):
+            sel = [i for i in idx if recipes[i] == recipe]
+            if not sel:
+                continue
+            got, got_sha = cache.warm([(items[i][0], shas[i]) for i in sel], recipe, num_workers=workers,
+                                      progress=progress, cancel=cancel)
+            for i, g, sha in zip(sel, got, got_sha, strict=True):
+                ok[i], shas[i] = g, sha
+    return ok, shas
 
 
 def default_train_workers(runtime: Runtime, in_memory: bool) -> int:
@@ -277,7 +333,8 @@ def lr_factor(cfg: FineTuneConfig, steps_per_epoch: int) -> Callable[[int], floa
 
 def _optimizer(cfg: FineTuneConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=bool(cfg.nesterov) and cfg.momentum > 0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     raise ModelError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
@@ -305,21 +362,30 @@ def _check_stop(cfg: FineTuneConfig, cancel: threading.Event | None) -> str | No
 
 def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tuple[str, Target]] | None,
         cfg: FineTuneConfig, runtime: Runtime, plan: Sequence[GroupPlan], *, backbone: str,
-        progress: Progress | None = None, cancel: threading.Event | None = None) -> FitResult:
+        progress: Progress | None = None, cancel: threading.Event | None = None,
+        decode_cache: DecodeCache | None = None, hashes: Sequence[str] | None = None) -> FitResult:
     """Train `model` (a network from build_network) in place on (path, target) samples; returns the curves.
 
     With a validation set the weights of the epoch with the lowest validation loss are kept, and training
     stops after `patience` epochs without improvement. Raises Cancelled when `cancel` is set.
+
+    With a `decode_cache` (decode_cache.decode_cache_for(project cache folder)) each image is decoded and
+    shrunk once into the cache, shared with later runs, extraction and prediction; the random crops and
+    flips then run on the device (DeviceAugment) and loader workers only read memory-mapped entries.
+    `hashes`: the sha256 of the train + val images in order (computed from the files when not given).
+    Without one, images are decoded into memory per run (up to cfg.memory_mb) and augmented with PIL.
     """
     start = time.perf_counter()
     distributed, rank, world = dist_info()
     if not train:
         raise ModelError("no readable training images")
+    if cfg.augment_index:  # style augmentation: each train image's stylized copies, with its target
+        from artannot.ml.style import augmented
+
+        train = list(train) + augmented(train, cfg.augment_index)
     torch.manual_seed(cfg.seed)
     spec = sized_spec(backbone, cfg.image_size)
-    groups = model.layer_groups()
-    if len(plan) != len(groups):
-        raise ModelError(f"the layer plan has {len(plan)} groups, the network {len(groups)}")
+    groups = plan_modules(model, plan)  # its layer groups, or single layers (a per-layer plan)
     for group, p in zip(groups, plan, strict=True):
         if p.reinit:
             reinitialize(group)
@@ -348,24 +414,43 @@ def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tup
 
     # Decode once (shrunk to 1.5x the resize side: enough for random crops), augment every epoch.
     all_paths = [p for p, _ in train] + [p for p, _ in (val or [])]
-    decoded = decode_all(all_paths, round(spec.resize_size * 1.5), memory_mb=cfg.memory_mb,
-                         num_workers=default_train_workers(runtime, False) if cfg.num_workers is None
-                         else cfg.num_workers, progress=progress, cancel=cancel)
-    in_memory = all(d is not False for d in decoded)
-    workers = default_train_workers(runtime, in_memory) if cfg.num_workers is None else cfg.num_workers
     cuda = runtime.device.type == "cuda"
-    train_tf, as_uint8 = uint8_transform(spec, train=True)
     normalize = Normalizer(spec, runtime.device)
-    train_ds = _Images([p for p, _ in train], [t for _, t in train], decoded[: len(train)], train_tf,
-                       spec.input_size, as_uint8)
+    augment: DeviceAugment | None = None
+    collate = None
+    if decode_cache is not None:
+        train_recipe = shrunk_recipe(round(spec.resize_size * 1.5)) if cfg.augment else eval_recipe(spec)
+        known = list(hashes) if hashes is not None and len(hashes) == len(all_paths) else [None] * len(all_paths)
+        warm_workers = default_train_workers(runtime, False) if cfg.num_workers is None else cfg.num_workers
+        ok, shas = _warm_cache(decode_cache, all_paths, known, len(train), train_recipe, eval_recipe(spec),
+                               warm_workers, rank, world, progress, cancel)
+        workers = default_train_workers(runtime, True) if cfg.num_workers is None else cfg.num_workers
+        train_ds = _CachedImages([p for p, _ in train], [t for _, t in train], shas[: len(train)], ok[: len(train)],
+                                 decode_cache, train_recipe)
+        if cfg.augment:
+            augment = DeviceAugment(spec, runtime.device, seed=cfg.seed + rank)
+            collate = pad_collate
+    else:
+        decoded = decode_all(all_paths, round(spec.resize_size * 1.5), memory_mb=cfg.memory_mb,
+                             num_workers=default_train_workers(runtime, False) if cfg.num_workers is None
+                             else cfg.num_workers, progress=progress, cancel=cancel)
+        in_memory = all(d is not False for d in decoded)
+        workers = default_train_workers(runtime, in_memory) if cfg.num_workers is None else cfg.num_workers
+        train_tf, as_uint8 = uint8_transform(spec, train=bool(cfg.augment))
+        train_ds = _Images([p for p, _ in train], [t for _, t in train], decoded[: len(train)], train_tf,
+                           spec.input_size, as_uint8)
     # One loader over every epoch's batches: workers prefetch the next epoch while this one ends and
     # validation runs, instead of restarting (first-batch latency) at each epoch.
     batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.epochs, seed=cfg.seed, rank=rank, world=world)
-    loader = DataLoader(train_ds, batch_sampler=batches, num_workers=workers, pin_memory=cuda)
+    loader = DataLoader(train_ds, batch_sampler=batches, num_workers=workers, pin_memory=cuda, collate_fn=collate)
     val_loader = None
     if val:
-        val_ds = _Images([p for p, _ in val], [t for _, t in val], decoded[len(train):],
-                         uint8_transform(spec, train=False)[0], spec.input_size, as_uint8)
+        if decode_cache is not None:
+            val_ds = _CachedImages([p for p, _ in val], [t for _, t in val], shas[len(train):], ok[len(train):],
+                                   decode_cache, eval_recipe(spec))
+        else:
+            val_ds = _Images([p for p, _ in val], [t for _, t in val], decoded[len(train):],
+                             uint8_transform(spec, train=False)[0], spec.input_size, as_uint8)
         val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) \
             if distributed else None
         val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=workers,
@@ -400,8 +485,13 @@ def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tup
                 raise Cancelled("training cancelled")
             if stop:
                 break
-            x, y, good = next(stream)
-            x, y, good = normalize(runtime.batch(x)), y.to(runtime.device, non_blocking=True), good.to(runtime.device)
+            if augment is not None:  # padded uint8 images: crop, flip and normalize on the device
+                x, sizes, y, good = next(stream)
+                x = runtime.batch(augment(x.to(runtime.device, non_blocking=True), sizes))
+            else:
+                x, y, good = next(stream)
+                x = normalize(runtime.batch(x))
+            y, good = y.to(runtime.device, non_blocking=True), good.to(runtime.device)
             with runtime.autocast():
                 logits = net(x)
             loss = _loss(logits, y, good, cfg, cfg.label_smoothing)

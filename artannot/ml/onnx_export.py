@@ -161,7 +161,7 @@ def preprocess(path: str | Path, sidecar: dict) -> np.ndarray:
     from artannot.data.images import load_image
 
     pre = sidecar["preprocessing"]
-    image = load_image(path)
+    image = load_image(path, min_side=int(pre["resize"]) if isinstance(pre["resize"], int) else None)
     image = image if image.mode == "RGB" else image.convert("RGB")
     tf = T.Compose([T.Resize(pre["resize"], interpolation=T.InterpolationMode(pre["resize_interpolation"])),
                     T.CenterCrop(pre["center_crop"]), T.ToTensor()])

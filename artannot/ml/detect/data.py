@@ -88,11 +88,11 @@ def class_counts(images: list[BoxImage]) -> dict[int, int]:
 def load_scaled(path: str | Path, min_size: int, max_size: int) -> tuple[torch.Tensor, float]:
     """An image as a 0-1 float tensor (3, H, W), resized so its shorter side is min_size (longer <= max_size),
     and the scale from image pixels to tensor pixels."""
-    picture = load_image(path)  # ImageLoadError (one line) when it cannot be read
-    w, h = picture.size
+    picture = load_image(path, min_side=min_size)  # ImageLoadError (one line); a huge scan shrinks on load
+    w, h = picture.info.get("source_size", picture.size)  # image pixels, before any shrinking
     scale = min(min_size / max(min(w, h), 1), max_size / max(w, h, 1))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if size != (w, h):
+    if size != picture.size:
         from PIL import Image
 
         picture = picture.resize(size, Image.Resampling.BILINEAR)
