@@ -1,12 +1,15 @@
 """Latency of a curator's label edits (p50/p99/max), alone and while training reads and writes the project.
 
 One thread makes `--edits` one-image label edits through its own Project, each committed at once, as the
-app does on a hotkey. Loads: 'thread' trains again and again in another thread of the same process (the
-app's training worker, its own connection); 'process' runs `artannot train` again and again from a
-terminal. Training reads labels and the feature cache and writes a model with its predictions. Features
+app does on a hotkey. Loads: 'thread' trains again and again in another thread of the same process (how the
+app trained before); 'child' in a child process supervised by a thread of this one (worker/child.py: how
+the app trains now); 'process' runs `artannot train` again and again from a terminal.
+`--gui` measures key to screen instead: the real main window (offscreen), a hotkey relabels the selected
+image and the grid repaints, while the window itself trains (its job runner, in its thread or its child). Training reads labels and the feature cache and writes a model with its predictions. Features
 are computed once up front, so the load is the SVM search plus the project writes, repeated. Edits are
 paced (`--pause-ms` between them, far faster than hotkeys) so that they span whole training runs.
-Usage: python bench/edit_latency.py [--images 300] [--edits 10000] [--pause-ms 1] [--load none,thread,process]
+Usage: python bench/edit_latency.py [--images 300] [--edits 10000] [--pause-ms 1] [--load none,thread,child,process]
+       QT_QPA_PLATFORM=offscreen python bench/edit_latency.py --gui [--edits 300] [--load none,thread,child]
 Prints JSON; "errors" counts any exception an edit raised (a 'database is locked' would be one).
 """
 
@@ -90,6 +93,11 @@ def under_load(path: Path, n: int, pause: float, load: str, device: str) -> dict
                 if load == "thread":
                     with Project(path) as p:
                         p.train(method="svm", device=device)
+                elif load == "child":  # what the window does: a thread supervising a child process
+                    from artannot.worker.child import run_in_child
+
+                    run_in_child("artannot.worker.child:train_project", (str(path), {"method": "svm", "device": device}),
+                                 name="training", keep=True)  # warm between runs, as in the app
                 else:
                     cmd = ["train", str(path), "--method", "svm", "--device", device]
                     proc = subprocess.run([sys.executable, "-m", "artannot", *cmd], cwd=REPO, capture_output=True,
@@ -113,12 +121,63 @@ def under_load(path: Path, n: int, pause: float, load: str, device: str) -> dict
                    training_s=round(float(np.mean(runs)), 1) if runs else None, training_errors=failures[:3])
 
 
+def key_to_screen(path: Path, n: int, pause: float, load: str, device: str) -> dict:
+    """Hotkey to repainted grid in the real window, n times, while the window trains (load thread/child) or not."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    from artannot.gui.job_runner import TRAIN_TARGET
+    from artannot.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    failures: list[str] = []
+    w = MainWindow()
+    w.confirm_close = lambda: True
+    w.show_error = lambda message: failures.append(message)
+    w.resize(1400, 900)
+    w.show()
+    app.processEvents()
+    assert w.open_project(path), w.last_error
+    w.runner.train_target = None if load == "thread" else TRAIN_TARGET
+    runs = [0]
+    w.runner.training_finished.connect(lambda _r: runs.__setitem__(0, runs[0] + 1))
+
+    def keep_training() -> None:
+        if load != "none" and not w.jobs.busy:
+            w.start_training(options={"method": "svm", "device": device})
+
+    latencies = []
+    t_start = time.perf_counter()
+    for j in range(n):
+        keep_training()
+        until = time.perf_counter() + pause
+        while time.perf_counter() < until:  # the window lives on between keys: progress, results, repaints
+            app.processEvents()
+            time.sleep(0.001)
+        w.grid.select_rows([j % 30])
+        t0 = time.perf_counter()
+        w._on_hotkey(str(1 + j % 3))
+        w.grid.viewport().repaint()  # what the curator sees: the tile repainted with its new label
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - t_start
+    w.cancel_job()
+    while w.jobs.busy:
+        app.processEvents()
+        time.sleep(0.01)
+    w.close()
+    return summary(latencies, [], seconds, trainings_done=runs[0], training_errors=failures[:3])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--edits", type=int, default=10_000)
     ap.add_argument("--pause-ms", type=float, default=1.0)
-    ap.add_argument("--load", default="none,thread,process", help="comma-separated: none, thread, process")
+    ap.add_argument("--load", default="none,thread,child,process",
+                    help="comma-separated: none, thread, child, process")
+    ap.add_argument("--gui", action="store_true", help="key to screen in the real window instead")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
@@ -133,7 +192,10 @@ def main() -> None:
             p.train(method="svm", device=args.device)  # computes and caches every image's features once
             out["first_training_s"] = round(time.perf_counter() - t0, 1)
         for load in args.load.split(","):
-            if load == "none":
+            if args.gui:
+                out[key := f"key_to_screen_{load}"] = key_to_screen(path, args.edits, args.pause_ms / 1000, load,
+                                                                    args.device)
+            elif load == "none":
                 t0 = time.perf_counter()
                 latencies, errors = edit_many(path, args.edits, args.pause_ms / 1000)
                 out[key := "alone"] = summary(latencies, errors, time.perf_counter() - t0)

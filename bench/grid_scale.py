@@ -31,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 N_CLASSES = 20
 
@@ -46,8 +47,10 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def generate(path: Path, n: int) -> dict:
-    """A project of n images (symlinks to 16 real demo images), labels, a model with predictions and suspects."""
+def generate(path: Path, n: int, shared: bool = False) -> dict:
+    """A project of n images (symlinks to 16 real demo images, or with `shared` no files at all and 16 cached
+    thumbnails they share), labels, a model with predictions and suspects."""
+    from artannot.gui.thumbnail_delegate import CACHE_PX
     from artannot.project import Project
     from artannot.store import queries, repo
     from artannot.store.db import now, write
@@ -62,18 +65,28 @@ def generate(path: Path, n: int) -> dict:
     for f in demo:
         with Image.open(f) as im:
             sizes.append(im.size)
-    rels = []
+    rels, hashes = [], []
+    root.mkdir(parents=True, exist_ok=True)
     for k in range(n):
-        d = root / f"d{k // 1000:03d}"
-        if k % 1000 == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        rel = f"d{k // 1000:03d}/img_{k:06d}.png"
-        os.symlink(demo[k % len(demo)], root / rel)
+        d = root / f"d{k // 1000:04d}"
+        rel = f"d{k // 1000:04d}/img_{k:07d}.png"
+        if not shared:
+            if k % 1000 == 0:
+                d.mkdir(parents=True, exist_ok=True)
+            os.symlink(demo[k % len(demo)], root / rel)
         rels.append(rel)
     files_s = time.perf_counter() - start
+    if shared:  # no files: every row carries one of 16 real images' hashes, whose thumbnails are cached
+        import hashlib
+
+        from artannot.data.images import save_thumbnail_cached
+
+        hashes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in demo]
     rng = np.random.default_rng(0)
     with Project.create(path) as p:
         conn = p.conn
+        for f, h in zip(demo, hashes if shared else [], strict=False):
+            save_thumbnail_cached(f, h, p.cache_dir, size=CACHE_PX)
         src = repo.ensure_source(conn, root)
         names = [f"class_{c:02d}" for c in range(N_CLASSES)]
         ids_by_name = repo.ensure_classes(conn, names)
@@ -84,7 +97,8 @@ def generate(path: Path, n: int) -> dict:
             conn.executemany(
                 "INSERT INTO images(id, source_id, path, sha256, width, height, split, added_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((k + 1, src, rels[k], f"{k + 1:064x}", *sizes[k % len(sizes)], str(splits[k]), stamp)
+                ((k + 1, src, rels[k], hashes[k % len(hashes)] if shared else f"{k + 1:064x}", *sizes[k % len(sizes)],
+                  str(splits[k]), stamp)
                  for k in range(n)))
             event = new_event(conn, "label", "rule", "bench labels")
             truth = rng.integers(0, N_CLASSES, n)
@@ -115,12 +129,122 @@ def generate(path: Path, n: int) -> dict:
             "project_mb": round(path.stat().st_size / 2**20, 1)}
 
 
-def measure(path: Path, frames: int) -> dict:
+def query_cases(model: int, cls: int) -> dict:
+    """Every filter of the filter bar with its preset's sort, every sort over all images, search, combinations."""
+    from artannot.store.queries import ImageQuery as Q
+
+    return {
+        "all": Q(model_id=model),
+        "class": Q(class_ids=(cls,), model_id=model),
+        "class_by_confidence": Q(class_ids=(cls,), sort="confidence", model_id=model),
+        "unlabelled": Q(unlabelled=True, model_id=model),
+        "source_rule": Q(sources=("rule",), model_id=model),
+        "source_human": Q(sources=("human",), model_id=model),
+        "disagree_by_confidence": Q(disagree=True, sort="confidence", model_id=model),
+        "suspects_by_rank": Q(flagged=True, sort="suspect", model_id=model),
+        "split_test": Q(splits=("test",), model_id=model),
+        "untagged": Q(untagged=True, model_id=model),
+        "search_keystroke": Q(text="img_0123", model_id=model),
+        "search_2_chars": Q(text="_9", model_id=model),
+        "sort_name": Q(sort="name", model_id=model),
+        "sort_confidence": Q(sort="confidence", model_id=model),
+        "sort_confidence_low_first": Q(sort="confidence_asc", model_id=model),
+        "sort_suspect": Q(sort="suspect", model_id=model),
+        "sort_proposal": Q(sort="proposal", model_id=model),
+        "split_test_by_suspect": Q(splits=("test",), sort="suspect", model_id=model),
+        "source_rule_by_confidence": Q(sources=("rule",), sort="confidence", model_id=model),
+        "confusion_cell": Q(class_ids=(cls,), pred_class_ids=(cls + 1,), splits=("test",),
+                            sources=("human", "folder", "rule", "import"), model_id=model),
+    }
+
+
+def best_ms(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1), out
+
+
+def measure_queries(conn, model: int, cls: int, repeat: int) -> dict:
+    """Each query as the grid runs it now beside the same query as it was (bench/legacy_queries.py), on the
+    same database in the same run; the best of `repeat` runs each."""
+    import legacy_queries
+
+    from artannot.store import queries
+
+    timings: dict = {}
+    for label, q in query_cases(model, cls).items():
+        before, old = best_ms(lambda q=q: legacy_queries.image_ids(conn, q), repeat)
+        after, new = best_ms(lambda q=q: queries.image_ids(conn, q), repeat)
+        same = sorted(old.tolist()) == sorted(new.tolist())
+        if q.sort != "confidence_asc":  # low first now reverses ties too (the old order kept ids ascending)
+            same = same and old.tolist() == new.tolist()
+        timings[label] = {"before_ms": before, "after_ms": after, "rows": len(new), "same_answer": same}
+    before, _ = best_ms(lambda: legacy_queries.disagree_count(conn, model), repeat)
+    after, _ = best_ms(lambda: queries.summary(conn, model), repeat)
+    timings["summary"] = {"before_ms_disagree_count_alone": before, "after_ms": after}
+    timings["class_counts"] = {"after_ms": best_ms(lambda: queries.class_counts(conn), repeat)[0]}
+    return timings
+
+
+def plain_scroll(n: int, frames: int, size, step_px: int) -> dict:
+    """The baseline: a plain QListView in icon mode (Qt's own delegate: icon and file name) over a minimal
+    lazy model of n rows sharing one pixmap, the same cell size, window size and scroll steps."""
+    from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, Qt
+    from PySide6.QtGui import QColor, QPixmap
+    from PySide6.QtWidgets import QApplication, QListView
+
+    from artannot.gui.thumbnail_delegate import CELL, THUMB_PX
+
+    class Plain(QAbstractListModel):
+        def __init__(self):
+            super().__init__()
+            self.pixmap = QPixmap(THUMB_PX, THUMB_PX)
+            self.pixmap.fill(QColor("#90a4ae"))
+
+        def rowCount(self, parent=QModelIndex()):  # noqa: B008
+            return 0 if parent.isValid() else n
+
+        def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return f"img_{index.row():07d}.png"
+            if role == Qt.ItemDataRole.DecorationRole:
+                return self.pixmap
+            return None
+
+    app = QApplication.instance()
+    view = QListView()
+    view.setViewMode(QListView.ViewMode.IconMode)
+    view.setUniformItemSizes(True)
+    view.setGridSize(CELL)
+    view.setIconSize(QSize(THUMB_PX, THUMB_PX))
+    view.setResizeMode(QListView.ResizeMode.Adjust)
+    view.setMovement(QListView.Movement.Static)
+    model = Plain()
+    view.setModel(model)
+    view.resize(size)
+    view.show()
+    app.processEvents()
+    bar = view.verticalScrollBar()
+    out = {}
+    for name, step in (("scroll_fps", step_px), ("jump_fps", view.viewport().height())):
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            bar.setValue(bar.value() + step)
+            view.viewport().repaint()
+            app.processEvents()
+        out[name] = round(frames / (time.perf_counter() - t0), 1)
+    view.close()
+    return out
+
+
+def measure(path: Path, frames: int, repeat: int = 3) -> dict:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
     from artannot.gui.main_window import MainWindow
-    from artannot.store import queries
 
     out: dict = {"rss_mb_before": round(rss_mb(), 1)}
     w = MainWindow()
@@ -156,34 +280,14 @@ def measure(path: Path, frames: int) -> dict:
         results[name] = round(frames / (time.perf_counter() - t0), 1)
     out.update(results)
     out["worst_frame_ms"] = round(worst * 1000, 1)
+    out["plain_qlistview_baseline"] = plain_scroll(w.thumbnails.rowCount(), frames, w.grid.viewport().size(),
+                                                   w.grid.verticalScrollBar().singleStep() * 4)
     out["scrolled_to_row"] = w.grid.indexAt(w.grid.viewport().rect().center()).row()
     out["thumbnails"] = w.thumbnails.load_stats()
     out["rss_mb_scrolled"] = round(rss_mb(), 1)
 
     conn, model = w.project.conn, w._model_id
-    cls = w._classes[3].id
-    timings = {}
-    for label, q in (
-        ("all", queries.ImageQuery(model_id=model)),
-        ("class", queries.ImageQuery(class_ids=(cls,), model_id=model)),
-        ("class_sorted_by_confidence", queries.ImageQuery(class_ids=(cls,), sort="confidence", model_id=model)),
-        ("unlabelled", queries.ImageQuery(unlabelled=True, model_id=model)),
-        ("source_rule", queries.ImageQuery(sources=("rule",), model_id=model)),
-        ("disagree", queries.ImageQuery(disagree=True, sort="confidence", model_id=model)),
-        ("suspects", queries.ImageQuery(flagged=True, sort="suspect", model_id=model)),
-        ("split_test", queries.ImageQuery(splits=("test",), model_id=model)),
-        ("search_keystroke", queries.ImageQuery(text="img_0123", model_id=model)),
-        ("search_2_chars", queries.ImageQuery(text="_9", model_id=model)),
-    ):
-        t0 = time.perf_counter()
-        n = len(queries.image_ids(conn, q))
-        timings[label] = {"ms": round((time.perf_counter() - t0) * 1000, 1), "rows": n}
-    t0 = time.perf_counter()
-    queries.class_counts(conn)
-    timings["class_counts"] = {"ms": round((time.perf_counter() - t0) * 1000, 1)}
-    t0 = time.perf_counter()
-    queries.summary(conn, model)
-    timings["summary"] = {"ms": round((time.perf_counter() - t0) * 1000, 1)}
+    out["queries"] = timings = measure_queries(conn, model, w._classes[3].id, repeat)
     w.grid.setFocus()
     w.grid.select_rows([out["scrolled_to_row"]])
     keys = []
@@ -205,14 +309,17 @@ def measure(path: Path, frames: int) -> dict:
     app.processEvents()
     timings["filter_to_suspects_in_window"] = {"ms": round((time.perf_counter() - t0) * 1000, 1),
                                                "rows": w.thumbnails.rowCount()}
-    out["queries"] = timings
     w.close()
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--images", "--n", type=int, default=100_000)
+    ap.add_argument("--shared-thumbnails", action="store_true",
+                    help="no image files: rows share 16 cached thumbnails (the default past 200k images)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per query (the best counts)")
+    ap.add_argument("--queries-only", action="store_true", help="no window: the filter and sort queries alone")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--project", help="reuse (or create) the generated project here")
     args = ap.parse_args()
@@ -225,8 +332,19 @@ def main() -> int:
         path = Path(tmp.name) / "big.artannot"
     report = {"cpu_count": os.cpu_count()}
     if not path.exists():
-        report["generated"] = generate(path, args.images)
-    report.update(measure(path, args.frames))
+        report["generated"] = generate(path, args.images, args.shared_thumbnails or args.images > 200_000)
+    if args.queries_only:
+        from artannot.project import Project
+        from artannot.store.models import active_model_id
+
+        t0 = time.perf_counter()
+        with Project(path) as p:
+            report["open_project_s"] = round(time.perf_counter() - t0, 2)
+            cls = p.classes()[3].id
+            report["queries"] = measure_queries(p.conn, active_model_id(p.conn), cls, args.repeat)
+        report["rss_mb"] = round(rss_mb(), 1)
+    else:
+        report.update(measure(path, args.frames, args.repeat))
     print(json.dumps(report, indent=1))
     if tmp is not None:
         tmp.cleanup()

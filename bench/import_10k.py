@@ -1,8 +1,13 @@
-"""Import of 10k small images in one pass: seconds and images/s, the no-op re-import, and the checked open.
+"""Import of 10k small images in one pass: seconds and images/s, the no-op re-import, and the checked open;
+then a CSV of many label rows (1M by default) imported against the same folder, with its peak memory.
 
 Generates N tiny PNGs (16x16, one folder per class) in a temporary folder, so the figures measure the
 importer (scan, probe, hash, batched inserts, labels, split) rather than the disk or the decoder.
-Usage: python bench/import_10k.py [--n 10000] [--classes 10] [--size 16] [--keep DIR]
+The import runs twice into fresh projects in the same run: probing and hashing on one thread (the
+baseline: how it was) and on importer.PROBE_WORKERS threads (how it is). `--size 256` makes the decode
+and hash work real. The CSV import runs in a fresh process (its own peak RSS): its rows name the N files
+and then files that are not there (reported as missing, counted, not kept).
+Usage: python bench/import_10k.py [--n 10000] [--classes 10] [--size 16] [--csv-rows 1000000] [--keep DIR]
 Prints JSON.
 """
 
@@ -10,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +42,12 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--keep", help="build in this folder and keep it (default: a temporary folder)")
+    ap.add_argument("--csv-rows", type=int, default=1_000_000, help="rows of the labels CSV (0: skip it)")
+    ap.add_argument("--csv-phase", nargs=3, metavar=("PROJECT", "IMAGES", "CSV"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.csv_phase:
+        csv_phase(*args.csv_phase)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
@@ -42,6 +55,15 @@ def main() -> None:
         make_collection(root / "collection", args.n, args.classes, args.size)
         generate_s = time.perf_counter() - t0
 
+        from artannot.data import importer
+
+        workers = importer.PROBE_WORKERS
+        importer.PROBE_WORKERS = 1  # the baseline: probe and hash in the importing thread
+        with Project.create(root / "serial.artannot") as p:
+            t0 = time.perf_counter()
+            serial = p.import_folder(root / "collection", labels_from="folder", split="auto")
+            serial_s = time.perf_counter() - t0
+        importer.PROBE_WORKERS = workers
         path = root / "bench.artannot"
         with Project.create(path) as p:
             t0 = time.perf_counter()
@@ -55,15 +77,44 @@ def main() -> None:
         Project(path).close()
         open_s = time.perf_counter() - t0
 
+        csv_out = {}
+        if args.csv_rows:
+            csv_path = root / "labels.csv"
+            files = sorted(p.relative_to(root / "collection").as_posix() for p in (root / "collection").rglob("*.png"))
+            with open(csv_path, "w", encoding="utf-8") as fh:
+                fh.write("path,label\n")
+                for k in range(args.csv_rows):
+                    rel = files[k] if k < len(files) else f"elsewhere/img{k:07d}.png"
+                    fh.write(f"{rel},class{k % args.classes:02d}\n")
+            proc = subprocess.run([sys.executable, __file__, "--csv-phase", str(root / "csv.artannot"),
+                                   str(root / "collection"), str(csv_path)], capture_output=True, text=True)
+            csv_out = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
+            csv_out["csv_mb"] = round(csv_path.stat().st_size / 2**20, 1)
         print(json.dumps({
             "images": args.n, "size_px": args.size, "generate_s": round(generate_s, 2),
+            "probe_workers": workers, "serial_import_s": round(serial_s, 2),
+            "serial_images_per_s": round(serial.added / serial_s, 1),
             "import_s": round(import_s, 2), "images_per_s": round(report.added / import_s, 1),
             "added": report.added, "labelled": report.labelled,
             "reimport_s": round(reimport_s, 2), "reimport_added": again.added,
             "reimport_already_known": again.already_known,
             "open_with_integrity_check_s": round(open_s, 3),
             "project_mb": round(path.stat().st_size / 2**20, 2),
+            "csv_import": csv_out,
         }))
+
+
+def csv_phase(project: str, images: str, csv_path: str) -> None:
+    """Import a labels CSV into a fresh project (this process only): seconds, peak RSS before and after."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with Project.create(project) as p:
+        t0 = time.perf_counter()
+        report = p.import_folder(images, labels_from=f"csv:{csv_path}", split="auto")
+        seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"import_s": round(seconds, 1), "added": report.added,
+                      "labelled": report.labelled, "peak_rss_mb": round(peak, 1),
+                      "rss_mb_before_import": round(before, 1), "summary": report.summary()[:200]}))
 
 
 if __name__ == "__main__":

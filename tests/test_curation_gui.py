@@ -374,7 +374,6 @@ def test_grid_paints_fast_with_big_selection(qtbot, window):
     """Ctrl+A then a key on the grid stays a few milliseconds of Qt work (selection ranges, not indexes)."""
     window.grid.setFocus()
     key(qtbot, window.grid, Qt.Key.Key_A, CTRL)
-    start = time.perf_counter()
     ids = window.grid.selected_ids()
-    assert len(ids) == N and time.perf_counter() - start < 0.05
+    assert len(ids) == N and len(window.grid.selectionModel().selection()) <= 2  # ranges, not N indexes
     QApplication.processEvents()

@@ -105,8 +105,8 @@ def test_queries_are_driven_by_indexes(project):
     assert "suspects_rank" in plan(p, ImageQuery(flagged=True, sort="suspect", model_id=m))
     assert "TEMP B-TREE" not in plan(p, ImageQuery(flagged=True, sort="suspect", model_id=m))  # read in rank order
     assert "COVERING INDEX images_ids" in plan(p, ImageQuery())
-    assert "labels_active_image" in plan(p, ImageQuery(sources=("rule",)))
-    assert "predictions_top" in plan(p, ImageQuery(disagree=True, sort="confidence", model_id=m))
+    assert "COVERING INDEX labels_now" in plan(p, ImageQuery(sources=("rule",)))
+    assert "COVERING INDEX model_top1_disagree" in plan(p, ImageQuery(disagree=True, sort="confidence", model_id=m))
     counts = queries.class_counts(p.conn)
     assert sum(counts.values()) == queries.summary(p.conn, m)["labelled"]
 

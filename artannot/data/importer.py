@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,10 @@ Progress = Callable[[int, int, str], None]
 LABEL_MODES = ("folder", "filename", "none")
 SPLIT_MODES = ("auto", "train", "test")
 BATCH = 200
+# New files are probed (decoded, checked) and hashed by this many threads ahead of the loop, in order; the
+# database writes stay in the importing thread. Decoders and hashlib release the GIL on real images.
+PROBE_WORKERS = min(8, os.cpu_count() or 1)
+PROBE_AHEAD = 256  # files probed ahead of the loop at most (memory stays bounded on a million files)
 NOTES_SHOWN = 20  # notes listed after an import; the rest are counted
 NOT_FOUND_KEPT = 1000  # annotated files missing from the folder named in the report; the rest only counted
 
@@ -344,6 +349,16 @@ def _db_path(rel: str) -> str | bytes:
     return rel
 
 
+def _probe_and_hash(path: Path, rel: str) -> tuple[object, str | None, str | None]:
+    """(image info, sha256, None) for a readable image, else (None, None, the one-line reason)."""
+    try:
+        return probe_image(path), sha256_file(path), None
+    except ArtAnnotError as exc:
+        return None, None, str(exc)
+    except OSError as exc:
+        return None, None, f"{printable(rel)}: cannot read ({exc.strerror or exc})"
+
+
 def _import(
     conn: sqlite3.Connection,
     root: Path,
@@ -428,37 +443,52 @@ def _import(
     stamp = now()
     seen: set[str] = set()
     reappeared: list[int] = []
-    for done, path in enumerate(files, 1):
-        if cancel is not None and cancel.is_set():
-            report.cancelled = True
-            break
-        rel = path.relative_to(root).as_posix()
-        seen.add(rel)
-        item = item_for(rel)
-        if rel in known:
-            report.already_known += 1
-            image_id, width, height = known[rel]
-            reappeared.append(image_id)
-            if relabel_known and item is not None:
-                batch.append((image_id, rel, None, width, height, item))
-        else:
-            try:
-                info = probe_image(path)
-                digest = sha256_file(path)
-            except ArtAnnotError as exc:
-                report.failed.append((rel, str(exc)))
-            except OSError as exc:
-                report.failed.append((rel, f"{printable(rel)}: cannot read ({exc.strerror or exc})"))
+    rels = [path.relative_to(root).as_posix() for path in files]
+    pool = ThreadPoolExecutor(max_workers=PROBE_WORKERS) if PROBE_WORKERS > 1 else None
+    probes: dict[int, Future] = {}
+    ahead = 0  # files[:ahead] are submitted
+
+    def probe(k: int) -> tuple[object, str | None, str | None]:
+        nonlocal ahead
+        if pool is None:
+            return _probe_and_hash(files[k], rels[k])
+        while ahead < min(len(files), k + PROBE_AHEAD):
+            if rels[ahead] not in known:
+                probes[ahead] = pool.submit(_probe_and_hash, files[ahead], rels[ahead])
+            ahead += 1
+        return probes.pop(k).result()
+
+    try:
+        for done in range(1, len(files) + 1):
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                break
+            rel = rels[done - 1]
+            seen.add(rel)
+            item = item_for(rel)
+            if rel in known:
+                report.already_known += 1
+                image_id, width, height = known[rel]
+                reappeared.append(image_id)
+                if relabel_known and item is not None:
+                    batch.append((image_id, rel, None, width, height, item))
             else:
-                if digest in known_hashes:
-                    report.duplicates += 1
-                    report.duplicate_of.append((rel, known_hashes[digest]))
-                known_hashes.setdefault(digest, rel)
-                batch.append((None, rel, digest, info.width, info.height, item))
-        if len(batch) >= BATCH:
-            flush()
-        if progress is not None and (done % 16 == 0 or done == len(files)):
-            progress(done, len(files), "importing")
+                info, digest, error = probe(done - 1)
+                if error is not None:
+                    report.failed.append((rel, error))
+                else:
+                    if digest in known_hashes:
+                        report.duplicates += 1
+                        report.duplicate_of.append((rel, known_hashes[digest]))
+                    known_hashes.setdefault(digest, rel)
+                    batch.append((None, rel, digest, info.width, info.height, item))
+            if len(batch) >= BATCH:
+                flush()
+            if progress is not None and (done % 16 == 0 or done == len(files)):
+                progress(done, len(files), "importing")
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     flush()
     if reappeared:
         with write(conn):

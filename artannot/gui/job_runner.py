@@ -1,8 +1,10 @@
 """Background jobs of the main window: training, import and export, one at a time, with progress and cancel.
 
 Each job runs in a worker thread with a Project of its own (a SQLite connection serves one thread) and
-reports by signal; the window re-reads what changed when a job succeeds. Closing the window cancels the
-running job and waits for it (see MainWindow.closeEvent).
+reports by signal; training runs one step further away, in a child process that thread supervises
+(worker/child.py). The window re-reads what changed when a job succeeds. Closing the window cancels the
+running job and waits for it; a training child that does not stop within its grace period is terminated
+(see MainWindow.closeEvent).
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from PySide6.QtCore import QObject, Qt, Signal
 
 from artannot.gui.train_panel import describe_metrics
 from artannot.project import Project
+from artannot.worker.child import close_warm_children, run_in_child
 from artannot.worker.jobs import Job, JobQueue
 
 if TYPE_CHECKING:
     from artannot.gui.main_window import MainWindow
 
 
-def _train(path: Path, options: dict, progress, cancel):
-    with Project(path) as p:
-        return p.train(**options, progress=progress, cancel=cancel)
+TRAIN_TARGET = "artannot.worker.child:train_project"  # what a training child process runs
+
+
+def _train(path: Path, options: dict, progress, cancel, target: str | None = TRAIN_TARGET):
+    """Train in a child process supervised by the job's thread (target None: in this process)."""
+    if target is None:
+        with Project(path) as p:
+            return p.train(**options, progress=progress, cancel=cancel)
+    return run_in_child(target, (str(path), options), name="training", progress=progress, cancel=cancel,
+                        keep=True)  # the child stays warm for the next training (torch, the model loaded)
 
 
 def _import(path: Path, src: str, progress, cancel, options: dict | None = None):
@@ -68,6 +78,9 @@ class JobRunner(QObject):
         self.queue = JobQueue(self)
         self.current: Job | None = None
         self._export_target = ""
+        # Training runs in a child process (worker/child.py): labelling keeps its latency, a crash in native
+        # code ends the child, not the window. None trains in the job's thread instead.
+        self.train_target: str | None = TRAIN_TARGET
         self.queue.started.connect(self._on_started)
         self.queue.idle.connect(self._on_idle)
 
@@ -104,8 +117,8 @@ class JobRunner(QObject):
         if options is None:
             options = w.train_panel.one_click_options()
         path = w.project.path if w.project else None
-        return self._submit("training", partial(_train, path, dict(options or {})), self._on_trained,
-                            self._on_train_cancelled)
+        return self._submit("training", partial(_train, path, dict(options or {}), target=self.train_target),
+                            self._on_trained, self._on_train_cancelled)
 
     def import_folder(self, src: str | Path, options: dict | None = None) -> Job | None:
         """Import a folder in the background (options: the Import dialog's; None: labels from sub-folders)."""
@@ -134,6 +147,11 @@ class JobRunner(QObject):
         """Cancel everything and wait (closing the window)."""
         self.window.train_panel.show_cancelling()
         self.queue.shutdown(timeout_ms)
+
+    def release(self) -> None:
+        """End the training child kept warm between trainings (the window closes, nothing runs)."""
+        if not self.busy:
+            close_warm_children()
 
     # ---- results ------------------------------------------------------------------------------------
     def _on_started(self, job: Job) -> None:

@@ -679,6 +679,7 @@ class MainWindow(QMainWindow):
                 self.runner.shutdown(120_000)
             finally:
                 QApplication.restoreOverrideCursor()
+        self.runner.release()  # the training child kept warm ends with the window
         self.save_session()
         self.viewer.shutdown()
         self.set_project(None)

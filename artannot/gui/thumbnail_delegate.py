@@ -7,6 +7,7 @@ is on screen now, not what was scrolled past.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
 
@@ -39,10 +40,15 @@ SOURCE_MARKS = {"human": ("H", "#2e7d32", "set by you"), "folder": ("F", "#1565c
                 "rule": ("R", "#546e7a", "from a file-name rule"), "import": ("I", "#6d4c41", "imported"),
                 "model": ("M", "#6a1b9a", "the model's guess, accepted")}
 DISAGREE = QColor("#d32f2f")
+DISAGREE_PEN = QPen(DISAGREE, 3)
 SUSPECT = QColor("#ef6c00")
+WHITE = QColor("#ffffff")
+GREY_TEXT = QColor("#78909c")
+FRAME_PEN = QPen(QColor("#cfd8dc"), 1)
 LEFT = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
 
 
+@functools.lru_cache(maxsize=256)
 def text_color(color: str) -> QColor:
     """A class colour dark enough to read as text on white."""
     c = QColor(color)
@@ -173,18 +179,84 @@ class ThumbnailLoader(QObject):
         self._pool.waitForDone(timeout_ms)
 
 
+class _Fonts:
+    """The fonts and metrics a tile uses, made once per view font (not per tile and frame)."""
+
+    def __init__(self, base: QFont):
+        self.base, self.base_metrics = QFont(base), QFontMetrics(base)
+        self.bold = QFont(base)
+        self.bold.setBold(True)
+        self.bold_metrics = QFontMetrics(self.bold)
+        self.italic = QFont(base)
+        self.italic.setItalic(True)
+        self.small = QFont(base)
+        self.small.setPointSize(max(7, round(base.pointSizeF() * 0.85)))
+        self.small_metrics = QFontMetrics(self.small)
+        self.badges = {}
+        for factor in (0.8, 0.85):
+            font = QFont(base)
+            font.setPointSizeF(base.pointSizeF() * factor)
+            font.setBold(True)
+            self.badges[factor] = (font, QFontMetrics(font))
+
+
+_COLORS: dict[str, QColor] = {}
+
+
+def _color(name: str) -> QColor:
+    color = _COLORS.get(name)
+    if color is None:
+        color = _COLORS[name] = QColor(name)
+    return color
+
+
 class ThumbnailDelegate(QStyledItemDelegate):
-    """Paints a tile: thumbnail (and its boxes), source mark, label in its class colour, model and suspect badges."""
+    """Paints a tile: thumbnail (and its boxes), source mark, label in its class colour, model and suspect badges.
+
+    A frame paints every visible tile (40 or so), so the per-tile work is kept to drawing: the row, pixmap
+    and state come from the model in one call (ThumbnailModel.tile), fonts and metrics are made once, and
+    the elided texts of a tile are remembered.
+    """
+
+    MAX_TEXTS = 20_000  # elided texts remembered
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._fonts: dict[str, _Fonts] = {}
+        self._texts: dict[tuple, str] = {}
+
+    def _fonts_for(self, font: QFont) -> _Fonts:
+        key = font.key()
+        fonts = self._fonts.get(key)
+        if fonts is None:
+            fonts = self._fonts[key] = _Fonts(font)
+        return fonts
+
+    def _elided(self, key: tuple, text: str, metrics: QFontMetrics, mode: Qt.TextElideMode, width: int) -> str:
+        key = (*key, text, width)
+        out = self._texts.get(key)
+        if out is None:
+            if len(self._texts) > self.MAX_TEXTS:
+                self._texts.clear()
+            out = self._texts[key] = metrics.elidedText(text, mode, width)
+        return out
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         return CELL
 
     def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         model = index.model()
-        row: ImageRow | None = index.data(ROW_ROLE)
+        tile = getattr(model, "tile", None)
+        if tile is not None:  # the grid's own model: everything in one call
+            row, pixmap, state, boxes = tile(index.row())
+        else:
+            row = index.data(ROW_ROLE)
+            if row is None:
+                return
+            pixmap, state, boxes = index.data(THUMB_ROLE), index.data(STATE_ROLE), index.data(BOXES_ROLE)
         if row is None:
             return
-        pixmap = index.data(THUMB_ROLE)
+        fonts = self._fonts_for(option.font)
         p.save()
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         cell = option.rect.adjusted(2, 2, -2, -2)
@@ -196,37 +268,37 @@ class ThumbnailDelegate(QStyledItemDelegate):
             p.setBrush(fill)
             p.drawRoundedRect(cell, 6, 6)
         box = QRect(cell.left() + (cell.width() - THUMB_PX) // 2, cell.top() + 6, THUMB_PX, THUMB_PX)
-        drawn = self._paint_thumb(p, box, pixmap, index.data(STATE_ROLE))
-        boxes = index.data(BOXES_ROLE)
+        drawn = self._paint_thumb(p, box, pixmap, state)
         if boxes and drawn is not None:
             self._paint_boxes(p, drawn, row, boxes, model.classes)
         info = model.classes.get(row.class_id) if row.class_id is not None else None
         if row.disagrees:
-            self._paint_disagreement(p, box, model.class_name(row.pred_class_id), row.pred_score)
+            self._paint_disagreement(p, fonts, box, model.class_name(row.pred_class_id), row.pred_score)
         if row.label_source in SOURCE_MARKS and row.class_id is not None:
-            self._paint_source(p, box, *SOURCE_MARKS[row.label_source][:2])
+            self._paint_source(p, fonts, box, *SOURCE_MARKS[row.label_source][:2])
         if getattr(row, "flagged", False):
-            self._paint_suspect(p, box, getattr(row, "suspect", None))
-        self._paint_text(p, option, cell, box, row, info)
+            self._paint_suspect(p, fonts, box, getattr(row, "suspect", None))
+        self._paint_text(p, fonts, cell, box, row, info)
         p.restore()
 
     @staticmethod
     def _paint_thumb(p: QPainter, box: QRect, pixmap: QPixmap | None, state: str) -> QRect | None:
         p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor("#ffffff"))
-        p.drawRect(box)
         drawn = None
         if pixmap is not None and not pixmap.isNull():
+            if pixmap.width() < box.width() or pixmap.height() < box.height():
+                p.fillRect(box, WHITE)  # a wide or tall image leaves a margin
             x = box.left() + (box.width() - pixmap.width()) // 2
             y = box.top() + (box.height() - pixmap.height()) // 2
             p.drawPixmap(x, y, pixmap)
             drawn = QRect(x, y, pixmap.width(), pixmap.height())
         else:
-            p.setBrush(QColor("#eceff1") if state != "error" else QColor("#fbe9e7"))
+            p.fillRect(box, WHITE)
+            p.setBrush(_color("#eceff1") if state != "error" else _color("#fbe9e7"))
             p.drawRect(box.adjusted(8, 8, -8, -8))
-            p.setPen(QColor("#90a4ae") if state != "error" else DISAGREE)
+            p.setPen(_color("#90a4ae") if state != "error" else DISAGREE)
             p.drawText(box, Qt.AlignmentFlag.AlignCenter, "loading…" if state != "error" else "unreadable")
-        p.setPen(QPen(QColor("#cfd8dc"), 1))
+        p.setPen(FRAME_PEN)
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(box)
         return drawn
@@ -240,72 +312,65 @@ class ThumbnailDelegate(QStyledItemDelegate):
             p.setPen(QPen(QColor(info.color if info else "#37474f"), 2))
             p.drawRect(QRectF(drawn.left() + x * sx, drawn.top() + y * sy, w * sx, h * sy))
 
-    @staticmethod
-    def _small_bold(p: QPainter, factor: float = 0.85) -> QFont:
-        font = QFont(p.font())
-        font.setPointSizeF(font.pointSizeF() * factor)
-        font.setBold(True)
-        p.setFont(font)
-        return font
-
-    def _paint_disagreement(self, p: QPainter, box: QRect, pred: str | None, score: float | None) -> None:
-        p.setPen(QPen(DISAGREE, 3))
+    def _paint_disagreement(self, p: QPainter, fonts: _Fonts, box: QRect, pred: str | None,
+                            score: float | None) -> None:
+        p.setPen(DISAGREE_PEN)
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(box.adjusted(1, 1, -1, -1))
-        font = self._small_bold(p)
+        font, metrics = fonts.badges[0.85]
+        p.setFont(font)
         strip = QRect(box.left() + 2, box.bottom() - 19, box.width() - 3, 19)
         p.fillRect(strip, DISAGREE)
-        p.setPen(QColor("white"))
+        p.setPen(WHITE)
         text = f"model: {pred or '?'}" + (f" {score * 100:.0f}%" if score is not None else "")
-        text = QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideRight, strip.width() - 8)
+        text = self._elided(("pred",), text, metrics, Qt.TextElideMode.ElideRight, strip.width() - 8)
         p.drawText(strip.adjusted(4, 0, -4, 0), LEFT, text)
 
-    def _paint_source(self, p: QPainter, box: QRect, letter: str, color: str) -> None:
-        self._small_bold(p, 0.8)
+    @staticmethod
+    def _paint_source(p: QPainter, fonts: _Fonts, box: QRect, letter: str, color: str) -> None:
+        p.setFont(fonts.badges[0.8][0])
         mark = QRect(box.left() + 4, box.top() + 4, 17, 17)
         p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(QColor(color))
+        p.setBrush(_color(color))
         p.drawRoundedRect(mark, 4, 4)
-        p.setPen(QColor("white"))
+        p.setPen(WHITE)
         p.drawText(mark, Qt.AlignmentFlag.AlignCenter, letter)
 
-    def _paint_suspect(self, p: QPainter, box: QRect, score: float | None) -> None:
-        font = self._small_bold(p, 0.8)
+    @staticmethod
+    def _paint_suspect(p: QPainter, fonts: _Fonts, box: QRect, score: float | None) -> None:
+        font, metrics = fonts.badges[0.8]
+        p.setFont(font)
         text = "suspect" + (f" {score * 100:.0f}" if score is not None else "")
-        width = QFontMetrics(font).horizontalAdvance(text) + 10
+        width = metrics.horizontalAdvance(text) + 10
         mark = QRect(box.right() - width - 3, box.top() + 4, width, 17)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(SUSPECT)
         p.drawRoundedRect(mark, 4, 4)
-        p.setPen(QColor("white"))
+        p.setPen(WHITE)
         p.drawText(mark, Qt.AlignmentFlag.AlignCenter, text)
 
-    @staticmethod
-    def _paint_text(p: QPainter, option: QStyleOptionViewItem, cell: QRect, box: QRect, row: ImageRow,
+    def _paint_text(self, p: QPainter, fonts: _Fonts, cell: QRect, box: QRect, row: ImageRow,
                     info: ClassInfo | None) -> None:
-        font = QFont(option.font)
-        line = QRect(cell.left() + 6, box.bottom() + 5, cell.width() - 12, QFontMetrics(font).height())
+        line = QRect(cell.left() + 6, box.bottom() + 5, cell.width() - 12, fonts.base_metrics.height())
         if info is not None:
             chip = QRect(line.left(), line.center().y() - 5, 10, 10)
             p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(QColor(info.color))
+            p.setBrush(_color(info.color))
             p.drawRoundedRect(chip, 2, 2)
-            font.setBold(True)
-            p.setFont(font)
+            p.setFont(fonts.bold)
             p.setPen(text_color(info.color))
             text_rect = line.adjusted(15, 0, 0, 0)
-            text = QFontMetrics(font).elidedText(info.name, Qt.TextElideMode.ElideRight, text_rect.width())
+            text = self._elided(("class",), info.name, fonts.bold_metrics, Qt.TextElideMode.ElideRight,
+                                text_rect.width())
         else:
-            font.setItalic(True)
-            p.setFont(font)
-            p.setPen(QColor("#78909c"))
+            p.setFont(fonts.italic)
+            p.setPen(GREY_TEXT)
             text_rect = line
             text = "unlabelled"
         p.drawText(text_rect, LEFT, text)
-        small = QFont(option.font)
-        small.setPointSize(max(7, round(small.pointSizeF() * 0.85)))
-        p.setFont(small)
-        p.setPen(QColor("#78909c"))
-        name_rect = QRect(line.left(), line.bottom() + 1, line.width(), QFontMetrics(small).height() + 3)
-        name = QFontMetrics(small).elidedText(Path(row.path).name, Qt.TextElideMode.ElideMiddle, name_rect.width())
+        p.setFont(fonts.small)
+        p.setPen(GREY_TEXT)
+        name_rect = QRect(line.left(), line.bottom() + 1, line.width(), fonts.small_metrics.height() + 3)
+        name = self._elided(("name",), row.path.replace("\\", "/").rsplit("/", 1)[-1], fonts.small_metrics,
+                            Qt.TextElideMode.ElideMiddle, name_rect.width())
         p.drawText(name_rect, LEFT, name)

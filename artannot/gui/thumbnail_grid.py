@@ -241,6 +241,14 @@ class ThumbnailModel(QAbstractListModel):
         k = int(np.searchsorted(keys, image_id))
         return int(order[k]) if k < len(keys) and keys[k] == image_id else None
 
+    def tile(self, position: int) -> tuple[ImageRow, object, str, list | None]:
+        """What the delegate paints at a grid position, in one call: (row, pixmap or None, thumbnail state,
+        boxes when shown)."""
+        row = self.row_at(position)
+        pixmap = self.loader.pixmap(row)
+        state = "ready" if pixmap is not None else self.loader.state(row.id)
+        return row, pixmap, state, self._boxes_of(position, row.id) if self.show_boxes else None
+
     def thumbnail_state(self, row: int) -> str:
         """'ready', 'error' or 'loading' for a grid position."""
         return self.loader.state(int(self._ids[row]))

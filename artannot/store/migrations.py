@@ -129,7 +129,25 @@ def _v5_proposals(conn: sqlite3.Connection) -> None:
     create_schema(conn)
 
 
-MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths, 5: _v5_proposals}
+def _v6_filter_index(conn: sqlite3.Connection) -> None:
+    """What the grid's filters and sorts read, stored and indexed (store/queries.py): each model's top-1 guess
+    per image with its disagreement flag (kept current by triggers), a covering index of current labels,
+    suspects by rank, images by path."""
+    from artannot.store.queries import create_filter_index
+
+    create_filter_index(conn)
+
+
+def _v7_negative_classes(conn: sqlite3.Connection) -> None:
+    """A class can be marked negative ("no instrument"), undoably: classes.negative, and class_edits (with its
+    undo/redo triggers) rebuilt to accept that field (store/classes.py)."""
+    from artannot.store.classes import create_negative_schema
+
+    create_negative_schema(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths, 5: _v5_proposals,
+                                    6: _v6_filter_index, 7: _v7_negative_classes}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,
