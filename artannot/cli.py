@@ -73,19 +73,15 @@ def cmd_import(args) -> int:
 
 def train_options(args) -> dict:
     """The method options a `train` command line sets (--option KEY=VALUE values are read as JSON if they can be)."""
-    options: dict = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ArtAnnotError(f"--option takes KEY=VALUE, not {item!r}")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+    from artannot.ml.task import parse_options
+
+    options = parse_options(args.option or [])
     named = {"intermediate": args.intermediate, "models": args.models, "mapping": args.mapping,
              "budget": args.budget, "batch_size": args.batch_size, "image_size": args.image_size,
              "labels": args.labels}
     options.update({k: v for k, v in named.items() if v is not None})
+    if getattr(args, "finetune", False):  # tags: fine-tune the network on the tags (with --intermediate: double)
+        options["finetune"] = True
     if args.lr is not None:  # the pretrained layers' LR: adaptive calls it low_lr (its new layers use high_lr)
         options["low_lr" if args.method == "adaptive" else "lr"] = args.lr
     return options
@@ -95,7 +91,8 @@ def cmd_train(args) -> int:
     bar = ProgressBar(enabled=None if not args.json else False)
     with _open(args.project) as project:
         result = project.train(method=args.method, backbone=args.backbone, epochs=args.epochs, device=args.device,
-                               then_svm=args.then_svm, options=train_options(args), progress=bar)
+                               then_svm=args.then_svm, options=train_options(args), augment=args.augment,
+                               progress=bar)
     bar.close()
     if args.json:
         print(json.dumps({"model": result.model_id, "method": result.method, "metrics": result.metrics,
@@ -124,6 +121,28 @@ def cmd_train(args) -> int:
                   f" ± {est['std']:.1%} over {len(est['folds'])} folds")
         if "auto" in result.params:
             print(f"auto chose {result.params['auto']['reason']}")
+    return 0
+
+
+def cmd_classes(args) -> int:
+    from artannot.store import classes as class_store
+
+    with _open(args.project) as project:
+        conn = project.conn
+        by_name = {c.name: c.id for c in class_store.visible_classes(conn)}
+        for name, negative in [(n, True) for n in args.negative or []] + [(n, False) for n in args.ordinary or []]:
+            if name not in by_name:
+                raise ArtAnnotError(f"no class named {name!r} in this project")
+            class_store.set_negative(conn, by_name[name], negative)
+        negative_ids = class_store.negative_class_ids(conn)
+        rows = [{"id": c.id, "name": c.name, "images": c.count, "key": c.hotkey, "negative": c.id in negative_ids}
+                for c in class_store.visible_classes(conn)]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        print(f"{r['name']:<32} {r['images']:>7} images  key {r['key'] or '-':<3}"
+              + ("  negative (never a guess)" if r["negative"] else ""))
     return 0
 
 
@@ -365,7 +384,7 @@ def cmd_saliency(args) -> int:
         result = project.saliency(target, method=args.method, model_id=args.model, class_name=args.class_name,
                                   device=args.device)
         path = target if isinstance(target, Path) else _image_path(project, target)
-    original = load_image(path)
+    original = load_image(path, max_side=1024)  # a huge scan shrinks on load
     original.thumbnail((1024, 1024))
     heat = Image.fromarray(result.heatmap, mode="F").resize(original.size, Image.Resampling.BILINEAR)
     picture = overlay(original, np.asarray(heat), args.alpha, args.colormap)
@@ -494,10 +513,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="learning rate of the pretrained layers")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--image-size", type=int, help="train and predict at this input side (default: the backbone's)")
+    s.add_argument("--finetune", action="store_true",
+                   help="tags: fine-tune the network on the tags with a sigmoid head (with --intermediate: double"
+                        " fine-tuning) instead of a head on frozen features")
+    s.add_argument("--augment", metavar="style[:K]",
+                   help="style-transfer augmentation: K (default 1) copies of each training image in styles of"
+                        " the collection (DBSCAN on Gram-matrix style features), cached, never imported;"
+                        " network and detector methods")
     s.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="any method setting, e.g. high_lr=0.01, low_groups=2, freeze=4, schedule=step, patience=5")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("classes", help="the project's classes with counts; mark one negative (e.g. 'no instrument':"
+                                       " learnt, never shown as a guess)")
+    s.add_argument("project")
+    s.add_argument("--negative", action="append", metavar="CLASS", help="mark this class negative (undoable)")
+    s.add_argument("--ordinary", action="append", metavar="CLASS", help="make a negative class ordinary again")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_classes)
 
     s = sub.add_parser("models", help="the project's trained models side by side; make one active or delete one")
     s.add_argument("project")
@@ -595,6 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", type=int, help="stored model id (default: the newest; none trained: ImageNet)")
     s.add_argument("--color", default="label", choices=["label", "prediction"])
     s.set_defaults(func=cmd_embed)
+
+    from artannot.cli_insights import add_commands as add_insight_commands
+
+    add_insight_commands(sub)  # analysis, similar, morph
 
     s = sub.add_parser("demo", help="write DIR/demo.artannot: the bundled demo collection, labelled and tagged")
     s.add_argument("dir")

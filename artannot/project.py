@@ -231,18 +231,34 @@ class Project:
 
     def train(self, *, method: str = "svm", backbone: str = "efficientnet_lite0", epochs: int | None = None,
               device: str = "auto", then_svm: bool = False, options: dict | None = None,
-              progress: Progress | None = None, cancel: threading.Event | None = None):
+              augment: str | None = None, progress: Progress | None = None,
+              cancel: threading.Event | None = None):
         """Train on the labelled train split, store the model, predict every image, evaluate on test.
 
         method is one of METHODS (ml/tasks.py dispatches it to its task); options holds the method's settings (learning rates,
-        layer groups, --models, --mapping, --intermediate, the auto time budget...). Returns a TrainResult
-        (None only in the non-zero processes of a torchrun job).
+        layer groups, --models, --mapping, --intermediate, the auto time budget...). augment "style[:K]" first
+        makes K stylized copies of each training image in the collection's own styles (ml/style.py; network
+        and detector methods). Returns a TrainResult (None only in the non-zero processes of a torchrun job).
         """
+        from artannot.ml import style
         from artannot.ml.task import TrainRequest
 
         if method not in METHODS:
             raise ModelError(f"unknown --method {method}; choose one of: {', '.join(METHODS)}")
-        request = TrainRequest(method, backbone=backbone, epochs=epochs, then_svm=then_svm, options=dict(options or {}))
+        request = TrainRequest(method, backbone=backbone, epochs=epochs, then_svm=then_svm, options=dict(options or {}),
+                               augment=augment)
+        copies = style.parse_augment(augment)
+        if copies:
+            if method not in style.AUGMENTED_METHODS:
+                raise ModelError(f"--augment style needs a method that trains a network or a detector"
+                                 f" ({', '.join(style.AUGMENTED_METHODS)}), not {method}")
+            request.options["style_augment"] = copies  # stored with the model; "augment" is crops on/off
+            request.options["augment_index"] = str(style.prepare(
+                self.conn, self.cache_dir, method, copies, backbone=backbone,
+                pool=str(request.options.get("style_pool", "all")), progress=progress, cancel=cancel))
+        from artannot.ml.decode_cache import prune_project  # torch is loaded for training anyway, not at open
+
+        prune_project(self.conn, self.cache_dir)  # decoded pixels of images no longer in the project
         return tasks.train(self.conn, self.cache_dir, request, device=device, progress=progress, cancel=cancel)
 
     def models(self) -> list[dict]:
@@ -271,11 +287,15 @@ class Project:
                 raise ArtAnnotError(f"cannot read {p}: {exc.strerror or exc}") from None
         proba, class_ids, ok = score_model(self.conn, self.cache_dir, row, items, select_runtime("auto"),
                                            progress=progress, cancel=cancel)
+        from artannot.store.classes import negative_class_ids, shown_ranking
+
         names = repo.class_names(self.conn)
+        negative = negative_class_ids(self.conn)  # "no instrument": never a guess, none when it is the top one
         out = []
         for (path, _), p, good in zip(items, proba, ok, strict=False):
-            order = np.argsort(-p, kind="stable")[:top] if good else []
-            out.append((path, [(names[class_ids[k]], float(p[k])) for k in order]))
+            order = np.argsort(-p, kind="stable") if good else []
+            ranked = shown_ranking([(int(class_ids[k]), float(p[k])) for k in order], negative)[:top]
+            out.append((path, [(names[c], s) for c, s in ranked]))
         return out
 
     def predict_source(self, src: str | Path | None = None, *, model_id: int | None = None, top: int = 5,
@@ -321,13 +341,13 @@ class Project:
         """Where a model looks in one image (a project image id or a file): a SaliencyMap (Grad-CAM or VBP)."""
         from artannot.data.images import load_image
         from artannot.ml.device import select_runtime
-        from artannot.ml.saliency import explain, load_explainer, model_source
+        from artannot.ml.saliency import SALIENCY_SIDE, explain, load_explainer, model_source
 
         if isinstance(image, int):
             if self.conn.execute("SELECT 1 FROM images WHERE id = ?", (image,)).fetchone() is None:
                 raise ArtAnnotError(f"no image with id {image} in this project")
             image = repo.image_path(self.conn, image)
-        picture = load_image(image)
+        picture = load_image(image, max_side=SALIENCY_SIDE)  # a huge scan shrinks on load
         source = model_source(self.conn, self._insight_model(model_id, backbone), backbone or "efficientnet_lite0")
         explainer = load_explainer(self.conn, source)
         k = None

@@ -67,3 +67,33 @@ def test_a_detector_result_is_described_by_its_box_map():
     assert text == "detector 4: test box mAP 41%, AP50 78% (8 images)"
     assert describe_metrics(4, {"map": None, "map50": None, "n": 0}) == "detector 4: no boxed test images to score it"
     assert describe_metrics(5, {"map": 0.5, "n": 3}).startswith("tag model 5")
+
+
+def test_labels_tag_finetuning_and_method_options_are_reachable_from_the_dialog(qtbot):
+    """What `train --labels`, `--method tags --finetune [--intermediate]` and `--option KEY=VALUE` set, the dialog
+    sets too; a malformed option keeps Train disabled and says why."""
+    dialog = TrainDialog()
+    qtbot.addWidget(dialog)
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    dialog.method.setCurrentIndex(dialog.method.findData("svm"))
+    assert dialog.form.isRowVisible(dialog.labels) and "labels" not in dialog.options()["options"]
+    dialog.labels.setCurrentIndex(dialog.labels.findData("curated"))
+    dialog.extra.setText("ensemble=1 scale=false gammas=[0.0001] kernel_note=rbf")
+    opts = dialog.options()["options"]
+    assert opts == {"labels": "curated", "ensemble": 1, "scale": False, "gammas": [0.0001], "kernel_note": "rbf"}
+    dialog.extra.setText("ensemble")
+    assert not ok.isEnabled() and "KEY=VALUE" in ok.toolTip()
+    dialog.extra.clear()
+    assert ok.isEnabled()
+
+    dialog.method.setCurrentIndex(dialog.method.findData("tags"))
+    assert dialog.form.isRowVisible(dialog.tags_finetune) and not dialog.form.isRowVisible(dialog.labels)
+    assert not dialog.form.isRowVisible(dialog.epochs) and "finetune" not in dialog.options()["options"]
+    dialog.tags_finetune.setChecked(True)
+    assert dialog.form.isRowVisible(dialog.epochs) and dialog.form.isRowVisible(dialog.intermediate.parentWidget())
+    dialog.epochs.setValue(4)
+    dialog.intermediate.setText("/data/rijks.artannot")
+    out = dialog.options()
+    assert out["method"] == "tags" and out["epochs"] == 4
+    assert out["options"] == {"finetune": True, "intermediate": "/data/rijks.artannot"}
+    assert set(out) <= set(inspect.signature(Project.train).parameters)

@@ -114,6 +114,7 @@ def build_menus(w: MainWindow) -> None:
     w.merge_class_action = _action(w, classes, "&Merge class into…", w.class_edits.ask_merge_class)
     w.delete_class_action = _action(w, classes, "&Delete class…", w.class_edits.ask_delete_class)
     w.hotkey_class_action = _action(w, classes, "Set class &key…", w.class_edits.ask_class_key)
+    w.negative_class_action = _action(w, classes, "&Negative class (never a guess)…", w.class_edits.ask_toggle_negative)
 
     view = bar.addMenu("&View")
     w.view_menu = view

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from artannot.errors import ModelError
 from artannot.gui.insights import (
     ID_ROLE,
     IMAGENET,
@@ -40,15 +41,18 @@ from artannot.gui.insights import (
 )
 from artannot.ml.analysis import class_entropy, overlap_ratio, top_activating
 
+INIT = -2  # model B's combo data for "model A at its initialization" (rebuilt from its seed and layer plan)
 CURVE_COLOURS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7")
 SHOWN_TOP = 10  # thumbnails shown of each model's top images
 
 
 def _compare_job(path: Path, a: int | None, b: int | None, max_images: int, progress, cancel: threading.Event):
     """Worker: layer activations of both models on the same images, CKA and mean top-100 overlap per layer, and
-    the mean l2 distance between their kernels. Each network is loaded once and serves both measures."""
+    the mean l2 distance between their kernels. Each network is loaded once and serves both measures.
+    b == INIT: model A at its initialization (analysis.initial_network), as `artannot analysis --against init`."""
     from artannot.ml.analysis import (
         cka_by_layer,
+        initial_network,
         kernel_distance_by_layer,
         model_activations,
         top_overlap_by_layer,
@@ -57,11 +61,20 @@ def _compare_job(path: Path, a: int | None, b: int | None, max_images: int, prog
     from artannot.project import Project
 
     with Project(path) as p:
-        net_a, net_b = (model_source(p.conn, m).load_network() for m in (a, b))
+        net_a = model_source(p.conn, a).load_network()
+        if b == INIT:
+            if a is None:
+                raise ModelError("pick a fine-tuned model as A to compare it with its initialization")
+            net_b = initial_network(p.conn, a)
+        else:
+            net_b = model_source(p.conn, b).load_network()
         acts_a, ids = model_activations(p.conn, p.cache_dir, a, max_images=max_images, net=net_a,
                                         progress=progress, cancel=cancel)
-        acts_b, ids_b = model_activations(p.conn, p.cache_dir, b, max_images=max_images, net=net_b,
-                                          progress=progress, cancel=cancel)
+        acts_b, ids_b = model_activations(p.conn, p.cache_dir, a if b == INIT else b, max_images=max_images,
+                                          net=net_b, progress=progress, cancel=cancel,
+                                          variant="init" if b == INIT else "")
+        if b == INIT:
+            acts_b.description = f"{acts_a.description} at initialization"
     if not np.array_equal(ids, ids_b):
         raise RuntimeError("the two models were measured on different images")
     names, cka = cka_by_layer(acts_a, acts_b)
@@ -241,7 +254,7 @@ class AnalysisDialog(QDialog):
                 xs, ys = zip(*pts, strict=True)
                 self.cka_plot.plot(list(xs), list(ys), pen=pg.mkPen("#59a14f", width=2, style=Qt.PenStyle.DotLine),
                                    symbol="t", symbolSize=8, symbolBrush="#59a14f",
-                                   name="kernel change: mean ‖w_A − w_B‖ / ‖w_A‖")
+                                   name="kernel change: mean ‖W_A − W_B‖_F / ‖W_A‖_F per convolution")
         self.cka_plot.getAxis("bottom").setTicks([list(zip(x.tolist(), layers, strict=True))])
         self.cka_plot.setXRange(-0.5, len(layers) - 0.5)
         self.label_a.setText(f"A — {result['a'].description}: top images of the channel")
@@ -251,6 +264,7 @@ class AnalysisDialog(QDialog):
         if kernels:
             text += "<br>Mean l2 distance between kernels: " + ", ".join(
                 f"{n} {v:.3g}" for n, v in zip(kernels["layers"], kernels["l2"], strict=True))
+            text += " (‖W_A − W_B‖_F of each convolution, averaged over the layer group)"
         self.summary.setText(text)
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
@@ -457,7 +471,11 @@ class AnalysisDialog(QDialog):
         """Re-read the stored models into every model chooser and redraw the stored-metrics tabs."""
         models = self.insights.models()
         self.model_a.set_models(models)
+        was_init = self.model_b.chosen and self.model_b.currentData() == INIT
         self.model_b.set_models(models)
+        self.model_b.addItem("Model A at its initialization (seed and layer plan)", INIT)
+        if was_init:
+            self.model_b.setCurrentIndex(self.model_b.count() - 1)
         if self.model_a.findData(IMAGENET) >= 0 and self.model_a.currentData() != IMAGENET and \
                 self.result is None:
             self.model_a.setCurrentIndex(self.model_a.findData(IMAGENET))  # ImageNet vs the newest model

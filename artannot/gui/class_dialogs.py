@@ -1,4 +1,5 @@
-"""Small dialogs for class edits: rename, merge into another class, delete (with confirmation), pick a key."""
+"""Small dialogs for class edits: rename, merge into another class, delete (with confirmation), pick a key,
+mark a class negative ("no instrument": learnt, never offered as a guess)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def confirm_delete(parent: QWidget, info: ClassInfo) -> bool:
     answer = QMessageBox.question(parent, "Delete class", text,
                                   QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
                                   QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def confirm_negative(parent: QWidget, info: ClassInfo, negative: bool) -> bool:
+    """Ask before marking a class negative (or a class to guess again); says what it changes."""
+    if negative:
+        text = (f"Mark '{info.name}' as the negative class (e.g. \"no instrument\")?\n\n"
+                "Its images still train and test the models, but it is never shown as a guess: an image the"
+                " model puts in it shows no guess, it is left out of the top-5 and of suggested labels, and the"
+                " detectors learn background from its images. Ctrl+Z undoes it.")
+    else:
+        text = f"Make '{info.name}' an ordinary class again (shown as a guess)? Ctrl+Z undoes it."
+    answer = QMessageBox.question(parent, "Negative class", text,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                  QMessageBox.StandardButton.Yes)
     return answer == QMessageBox.StandardButton.Yes
 
 
@@ -177,6 +193,18 @@ class ClassEdits(QObject):
         """Give a class a key (taken from any class that had it)."""
         return self._class_edit(class_store.set_hotkey, class_id, key)
 
+    def set_class_negative(self, class_id: int, negative: bool) -> bool:
+        """Mark a class negative ("no instrument") or not (undoable)."""
+        return self._class_edit(class_store.set_negative, class_id, negative)
+
+    def is_negative(self, class_id: int) -> bool:
+        return self.w.project is not None and class_id in class_store.negative_class_ids(self.w.project.conn)
+
+    def ask_toggle_negative(self, _checked=False, class_id: int | None = None) -> None:
+        """Mark the current class negative, or an already negative one ordinary again, after confirmation."""
+        if (info := self._class_info(class_id)) and confirm_negative(self.w, info, not self.is_negative(info.id)):
+            self.set_class_negative(info.id, not self.is_negative(info.id))
+
     def ask_add_class(self, _checked=False) -> None:
         if self.w.project is not None and (name := ask_name(self.w, "Add class", "Name of the new class:")):
             self._class_edit(class_store.add_class, name)
@@ -203,4 +231,4 @@ class ClassEdits(QObject):
 
     def on_class_edit(self, what: str, class_id: int) -> None:
         {"rename": self.ask_rename_class, "merge": self.ask_merge_class, "delete": self.ask_delete_class,
-         "key": self.ask_class_key}[what](class_id=class_id)
+         "key": self.ask_class_key, "negative": self.ask_toggle_negative}[what](class_id=class_id)

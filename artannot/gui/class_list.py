@@ -37,7 +37,7 @@ class ClassList(QWidget):
     class_activated = Signal(object)  # class id, or None for "clear label"
     hotkey_pressed = Signal(str)  # class keys typed while the list has focus label images too
     add_class_requested = Signal()
-    edit_requested = Signal(str, int)  # "rename" | "merge" | "delete" | "key", class id
+    edit_requested = Signal(str, int)  # "rename" | "merge" | "delete" | "key" | "negative", class id
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -152,7 +152,8 @@ class ClassList(QWidget):
         if class_id not in (None, UNLABELLED):
             name = item.text(1)
             for what, text in (("rename", f"Rename '{name}'…"), ("key", f"Set the key of '{name}'…"),
-                               ("merge", f"Merge '{name}' into…"), ("delete", f"Delete '{name}'…")):
+                               ("merge", f"Merge '{name}' into…"), ("delete", f"Delete '{name}'…"),
+                               ("negative", f"Negative class (never a guess): '{name}'…")):
                 menu.addAction(text, lambda w=what, c=class_id: self.edit_requested.emit(w, c))
             menu.addSeparator()
         menu.addAction("Add class…", self.add_class_requested.emit)

@@ -209,12 +209,26 @@ class FeatureSet:
 
     @property
     def codes(self) -> np.ndarray:
-        """Binary hash codes (median threshold), computed once."""
+        """Binary hash codes by the median rule on these features (the fallback without a tag model), once."""
         if self._codes is None:
             from artannot.ml.embedding import hash_codes
 
             self._codes = hash_codes(self.unit)
         return self._codes
+
+    def hash_codes(self, conn: sqlite3.Connection | None, tag_model: int | None = None):
+        """Illustration2Vec's codes of these images (ml/embedding.py HashCodes): a tag model's sigmoid outputs
+        >= 0.5 (tag_model, else the newest one), else the median rule on the features; kept per tag model."""
+        from artannot.ml.embedding import HashCodes, collection_codes
+        from artannot.store import tags as tag_store
+
+        latest = tag_model if tag_model is not None else (
+            tag_store.latest_tag_model_id(conn) if conn is not None else None)
+        cached = getattr(self, "_hash", None)
+        if cached is None or cached.tag_model != latest:
+            self._hash = (collection_codes(conn, self.ids, tag_model=latest) if latest is not None
+                          else HashCodes(self.codes, self.unit.shape[1], "median"))
+        return self._hash
 
 
 # -- the controller ------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""A strip of images: "more like this" (cosine or Hamming neighbours) and semantic morphing between two images."""
+"""A strip of images: "more like this" (cosine or Hamming neighbours) and semantic morphing between two images.
+
+Hamming mode uses Illustration2Vec's hash codes: a tag model's sigmoid outputs thresholded at 0.5 (the chosen
+model when it is a tag model, else the newest one), or without any tag model the median rule on the features;
+morphing then walks the Hamming neighbour graph. The CLI's `similar` and `morph` use the same functions.
+"""
 
 from __future__ import annotations
 
@@ -31,17 +36,22 @@ from artannot.gui.insights import (
     save_widget_png,
 )
 
-MODES = (("Cosine on features", "cosine"), ("Hamming on hash codes", "hamming"))
+MODES = (("Cosine on features", "cosine"), ("Hamming on hash codes (tag model)", "hamming"))
 ICON = 128
 MORPH_K = 6  # neighbours per image in the morphing graph: fewer make longer, smoother paths
 
 
-def _morph_job(fs: FeatureSet, start: int, end: int, k: int, _progress, cancel: threading.Event):
-    """Worker: the neighbour graph (once per feature set) and the shortest path between two rows."""
-    from artannot.ml.embedding import knn_graph, morph_path
+def _morph_job(fs: FeatureSet, start: int, end: int, k: int, _progress, cancel: threading.Event, codes=None,
+               graph=None):
+    """Worker: the neighbour graph (cosine on features, or Hamming on `codes`; built once, then reused) and the
+    shortest path between two rows."""
+    from artannot.ml.embedding import hamming_graph, knn_graph, morph_path
 
-    graph = fs.graph if fs.graph is not None else knn_graph(fs.unit, k, cancel=cancel)
-    return graph, morph_path(fs.unit, start, end, k, graph=graph)
+    if codes is None:
+        graph = graph if graph is not None else knn_graph(fs.unit, k, cancel=cancel)
+        return graph, morph_path(fs.unit, start, end, k, graph=graph)
+    graph = graph if graph is not None else hamming_graph(codes.codes, k, codes.bits, cancel=cancel)
+    return graph, morph_path(codes.codes, start, end, k, graph=graph, metric="hamming")
 
 
 class SimilarStrip(QWidget):
@@ -52,6 +62,7 @@ class SimilarStrip(QWidget):
         self.insights = insights
         self.thumbs = ThumbnailLoader(insights, size=160)
         self.shown: list[int] = []  # image ids in the strip
+        self._hamming_graphs: dict = {}  # (feature set, hash codes) -> Hamming neighbour graph
         self.kind = ""  # "similar" | "morph"
         self.model_box = ModelCombo()
         self.model_box.setMinimumContentsLength(16)
@@ -119,17 +130,18 @@ class SimilarStrip(QWidget):
             self.info.setText("This image has no features (it could not be read)")
             return
         k = self.k_box.value()
+        how = fs.description
         if self.mode_box.currentData() == "hamming":
-            idx, dist = hamming_knn(fs.codes, [row], k)
-            bits = fs.codes.shape[1] * 8
-            captions = [f"{int(d)} of {bits} bits" for d in dist[0]]
+            codes = self._codes(fs)
+            idx, dist = hamming_knn(codes.codes, [row], k)
+            captions = [f"{int(d)} of {codes.bits} bits" for d in dist[0]]
+            how = f"{codes.description} · {fs.description}" if codes.method == "median" else codes.description
         else:
             idx, sims = cosine_knn(fs.unit, [row], k, normalized=True)
             captions = [f"cosine {s:.2f}" for s in sims[0]]
         ids = [image_id] + [int(fs.ids[j]) for j in idx[0]]
         self.show_images(ids, ["this image", *captions], "similar")
-        self.info.setText(f"{len(ids) - 1} nearest images by {self.mode_box.currentText().lower()} · "
-                          f"{fs.description}")
+        self.info.setText(f"{len(ids) - 1} nearest images by {self.mode_box.currentText().lower()} · {how}")
 
     def morph_selected(self, ids: list[int] | None = None) -> None:
         """Semantic morphing between the two selected images (or the two given ids)."""
@@ -146,16 +158,32 @@ class SimilarStrip(QWidget):
             self.info.setText("One of the two images has no features (it could not be read)")
             return
         k = MORPH_K
+        codes = self._codes(fs) if self.mode_box.currentData() == "hamming" else None
+        key = None if codes is None else (codes.method, codes.tag_model)
+        graph = fs.graph if codes is None else self._hamming_graphs.get((id(fs), key))
+        what = "cosine" if codes is None else f"Hamming ({codes.description})"
 
         def done(result) -> None:
             graph, path = result
-            fs.graph = graph
+            if codes is None:
+                fs.graph = graph
+            else:
+                self._hamming_graphs[(id(fs), key)] = graph
             ids = [int(fs.ids[j]) for j in path]
             captions = ["start"] + [f"step {n}" for n in range(1, len(ids) - 1)] + ["end"]
             self.show_images(ids, captions if len(ids) > 1 else ["start = end"], "morph")
-            self.info.setText(f"Morphing in {len(ids) - 1} steps on the top-{k} neighbour graph · {fs.description}")
+            self.info.setText(f"Morphing in {len(ids) - 1} steps on the top-{k} {what} neighbour graph · "
+                              f"{fs.description}")
 
-        self.insights.run_quick("morphing", partial(_morph_job, fs, ra, rb, k), done, self.info.setText)
+        self.insights.run_quick("morphing", partial(_morph_job, fs, ra, rb, k, codes=codes, graph=graph), done,
+                                self.info.setText)
+
+    def _codes(self, fs: FeatureSet):
+        """The hash codes of a feature set: the chosen tag model's, else the newest tag model's, else median."""
+        model_id = self.model_box.model_id()
+        is_tags = model_id is not None and any(m["id"] == model_id and m.get("method") == "tags"
+                                               for m in self.insights.models())
+        return fs.hash_codes(self.insights.conn(), model_id if is_tags else None)
 
     # ---- the strip ----------------------------------------------------------------------------------
     def show_images(self, ids: list[int], captions: list[str], kind: str) -> None:
@@ -191,6 +219,7 @@ class SimilarStrip(QWidget):
     def clear(self) -> None:
         self.strip.clear()
         self.shown, self.kind = [], ""
+        self._hamming_graphs.clear()
         self.thumbs.clear()
 
     # ---- export -------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The Train dialog: method, backbone, epochs, device and (for auto) the time budget of a training run.
+"""The Train dialog: method, backbone, epochs, device, (for auto) the time budget and (for network and detector
+methods) style-transfer augmentation of a training run.
 
 `TrainDialog(...).options()` returns the keyword arguments of `Project.train` (method, backbone, epochs,
-device, then_svm, options), so the caller runs `project.train(**dialog.options(), progress=..., cancel=...)`.
+device, then_svm, options, augment), so the caller runs `project.train(**dialog.options(), progress=..., cancel=...)`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from artannot.errors import ModelError
+from artannot.errors import ArtAnnotError, ModelError
 from artannot.gui.train_panel import DEFAULT_BUDGET_MIN  # one default for the button and the dialog
 from artannot.ml.backbones import get_spec, list_backbones
+from artannot.ml.style import AUGMENTED_METHODS, MAX_K
+from artannot.ml.task import parse_options
 
 # (method, label, what it does) in the order the menu shows them; auto is the one-click default.
 METHODS: tuple[tuple[str, str, str], ...] = (
@@ -62,6 +65,9 @@ METHODS: tuple[tuple[str, str, str], ...] = (
      " with the better box mAP on the rest (patches alone under 8 boxes), then trains it on every box."),
 )
 NETWORK_METHODS = ("finetune", "adaptive", "frozen", "double")
+LABELLED_METHODS = ("auto", "svm", "linear", *NETWORK_METHODS)  # a classifier stage that can use curated labels
+LABEL_CHOICES = ((None, "Automatic: confirmed labels when there are enough"), ("all", "Every label"),
+                 ("curated", "Only labels a curator confirmed"))
 
 
 def weights_problem(backbone: str) -> str | None:
@@ -128,6 +134,31 @@ class TrainDialog(QDialog):
         self.lr.setSpecialValueText("default")
         self.lr.setToolTip("Learning rate of the pretrained layers (the method's default when left at 'default')")
         self.then_svm = QCheckBox("Then an SVM on the trained network's features")
+        self.labels = QComboBox()
+        for key, label in LABEL_CHOICES:
+            self.labels.addItem(label, key)
+        self.labels.setToolTip("Which training labels the classifier (or the SVM after a network) is fitted on:"
+                               " every label (folders, file-name rules, imports, models, curators) or only those"
+                               " a curator set or accepted")
+        self.tags_finetune = QCheckBox("Fine-tune the network on the tags (slow without a GPU)")
+        self.tags_finetune.setToolTip("Train the network itself with a sigmoid head on the tags, instead of a head on"
+                                      " fixed ImageNet features; with an intermediate project: double fine-tuning")
+        self.tags_finetune.toggled.connect(self._update)
+        self.extra = QLineEdit()
+        self.extra.setPlaceholderText("KEY=VALUE … (e.g. low_layers=10 ensemble=1 scale=false)")
+        self.extra.setToolTip("Method options, as `artannot train --option KEY=VALUE` takes them (see docs/methods.md)")
+        self.extra.textChanged.connect(self._update)
+        self.style = QCheckBox("Style-transfer augmentation")
+        self.style.setToolTip("Before training, make stylized copies of each training image in the collection's"
+                              " own styles (one per cluster of similar styles) and train on them too, with the"
+                              " original's label and boxes. Copies are cached, never added as images.")
+        self.style_copies = QSpinBox()
+        self.style_copies.setRange(1, MAX_K)
+        self.style_copies.setValue(1)
+        self.style_copies.setSuffix(" per image")
+        self.style_copies.setToolTip("Stylized copies of each training image")
+        self.style.toggled.connect(self.style_copies.setEnabled)
+        self.style_copies.setEnabled(False)
         self.intermediate = QLineEdit()
         self.intermediate.setPlaceholderText("project to fine-tune on first (.artannot)")
         browse_inter = QPushButton("Browse…")
@@ -155,9 +186,13 @@ class TrainDialog(QDialog):
         form.addRow("Time budget", self.budget)
         form.addRow("Learning rate", self.lr)
         form.addRow("", self.then_svm)
+        form.addRow("", self.tags_finetune)
+        form.addRow("Labels", self.labels)
+        form.addRow("Augment", _row(self.style, self.style_copies))
         form.addRow("Intermediate", _row(self.intermediate, browse_inter))
         form.addRow("Mapping file", _row(self.mapping, browse_map))
         form.addRow("Models", self.members)
+        form.addRow("Options", self.extra)
         self.form = form
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Train")
@@ -191,12 +226,15 @@ class TrainDialog(QDialog):
         """Show the fields the chosen method uses, and enable Train once it has what it needs."""
         method = self.method.currentData()
         self.about.setText(next(text for key, _, text in METHODS if key == method))
-        network = method in NETWORK_METHODS
+        network = method in NETWORK_METHODS or (method == "tags" and self.tags_finetune.isChecked())
         uses_backbone = method != "ensemble"
         visible = {self.backbone: uses_backbone, self.epochs: network or method == "auto",
                    self.device: True, self.budget: method == "auto",
-                   self.lr: network, self.then_svm: network, self.intermediate.parentWidget(): method == "double",
-                   self.mapping.parentWidget(): method == "baseline", self.members: method == "ensemble"}
+                   self.lr: network, self.then_svm: method in NETWORK_METHODS,
+                   self.intermediate.parentWidget(): method == "double" or (method == "tags" and network),
+                   self.tags_finetune: method == "tags", self.labels: method in LABELLED_METHODS,
+                   self.mapping.parentWidget(): method == "baseline", self.members: method == "ensemble",
+                   self.style.parentWidget(): method in AUGMENTED_METHODS}
         for widget, shown in visible.items():
             self.form.setRowVisible(widget, shown)
         problem = self.missing()
@@ -215,15 +253,29 @@ class TrainDialog(QDialog):
             return "Choose a file mapping ImageNet categories to your classes"
         if method == "ensemble" and len(self._checked_models()) < 2:
             return "Tick at least two trained models"
+        try:
+            self.extra_options()
+        except ArtAnnotError as exc:
+            return f"Options: {exc}".replace("--option takes", "each option is")
         return None
+
+    def extra_options(self) -> dict:
+        """The Options field's KEY=VALUE items (raises ArtAnnotError on a malformed one)."""
+        return parse_options(self.extra.text().split())
 
     def options(self) -> dict:
         """Keyword arguments for Project.train (without progress and cancel)."""
         method = self.method.currentData()
-        options: dict = {}
+        options: dict = self.extra_options()
+        if method in LABELLED_METHODS and self.labels.currentData():
+            options["labels"] = self.labels.currentData()
+        if method == "tags" and self.tags_finetune.isChecked():
+            options["finetune"] = True
+            if self.intermediate.text().strip():
+                options["intermediate"] = self.intermediate.text().strip()
         if method == "auto":
             options["budget"] = float(self.budget.value() * 60)
-        if method in NETWORK_METHODS and self.lr.value() > 0:
+        if (method in NETWORK_METHODS or options.get("finetune")) and self.lr.value() > 0:
             options["low_lr" if method == "adaptive" else "lr"] = float(self.lr.value())
         if method == "double":
             options["intermediate"] = self.intermediate.text().strip()
@@ -231,9 +283,18 @@ class TrainDialog(QDialog):
             options["mapping"] = self.mapping.text().strip()
         if method == "ensemble":
             options["models"] = self._checked_models()
-        return {"method": method, "backbone": self.backbone.currentData(),
-                "epochs": self.epochs.value() or None, "device": self.device.currentData(),
-                "then_svm": method in NETWORK_METHODS and self.then_svm.isChecked(), "options": options}
+        out = {"method": method, "backbone": self.backbone.currentData(),
+               "epochs": self.epochs.value() or None, "device": self.device.currentData(),
+               "then_svm": method in NETWORK_METHODS and self.then_svm.isChecked(), "options": options}
+        if augment := self.augment():
+            out["augment"] = augment
+        return out
+
+    def augment(self) -> str | None:
+        """The `augment` of the run: "style:K" when the switch is on and the method reads the copies."""
+        if self.method.currentData() in AUGMENTED_METHODS and self.style.isChecked():
+            return f"style:{self.style_copies.value()}"
+        return None
 
     # -- file pickers ------------------------------------------------------------------------------------------
 

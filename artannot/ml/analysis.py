@@ -8,6 +8,7 @@ pair of models that shares one network costs one pass.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,7 +35,9 @@ __all__ = [
     "cka_by_layer",
     "kernel_distance_by_layer",
     "layer_activations",
+    "initial_network",
     "linear_cka",
+    "mean_kernel_distance",
     "model_activations",
     "overlap_ratio",
     "per_class_scores",
@@ -193,20 +196,33 @@ def _sample(items: list, max_images: int | None, seed: int = 0) -> list:
 def model_activations(conn: sqlite3.Connection, cache_dir: Path, model_id: int | None, *,
                       backbone: str = "efficientnet_lite0", max_images: int | None = 1000,
                       device: str = "cpu", net: torch.nn.Module | None = None, progress: Progress | None = None,
-                      cancel: threading.Event | None = None) -> tuple[LayerActivations, np.ndarray]:
-    """Layer activations of a stored model's network (None: ImageNet backbone) on a sample of the collection.
+                      cancel: threading.Event | None = None, split: str | None = None,
+                      variant: str = "", spec=None) -> tuple[LayerActivations, np.ndarray]:
+    """Layer activations of a stored model's network (None: ImageNet backbone) on a sample of the collection
+    (or of one split's images).
 
-    Returns (activations, image ids of the rows). Cached by (network, image set).
+    Returns (activations, image ids of the rows). Cached by (network, image set); `variant` names another
+    network with the same source than the stored one (e.g. "init": its initialization, given as `net`);
+    `spec` preprocesses the images as another network does (two networks compared on the same pixels).
     """
     from artannot.ml.saliency import model_source
     from artannot.store import repo
 
     source = model_source(conn, model_id, backbone)
-    images = _sample(repo.all_images(conn), max_images)
+    images = repo.all_images(conn)
+    if split is not None:
+        in_split = {int(r[0]) for r in conn.execute("SELECT id FROM images WHERE split = ?", (split,))}
+        images = [im for im in images if im[0] in in_split]
+        if not images:
+            raise ModelError(f"no images in the {split} split to analyse (import with --split auto, or move"
+                             f" some images to {split})")
+    images = _sample(images, max_images)
     if not images:
         raise ModelError("the project has no images to analyse")
     ids = np.array([i for i, _, _ in images], dtype=np.int64)
-    h = hashlib.sha256(f"1|{source.feature_key}|{source.image_size}".encode())
+    if spec is not None:
+        variant = f"{variant}@{spec.input_size}/{spec.resize_size}"
+    h = hashlib.sha256((f"1|{source.feature_key}|{source.image_size}" + (f"|{variant}" if variant else "")).encode())
     for _, _, sha in images:
         h.update(sha.encode())
     path = Path(cache_dir) / "analysis" / f"{h.hexdigest()[:24]}.npz"
@@ -219,7 +235,7 @@ def model_activations(conn: sqlite3.Connection, cache_dir: Path, model_id: int |
     except (OSError, ValueError, KeyError):
         pass
     net = net if net is not None else source.load_network()
-    acts = layer_activations(net, source.spec(), [p for _, p, _ in images], device=device, progress=progress,
+    acts = layer_activations(net, spec or source.spec(), [p for _, p, _ in images], device=device, progress=progress,
                              cancel=cancel)
     acts.description = source.description
     buf = io.BytesIO()
@@ -241,16 +257,21 @@ def cka_by_layer(a: LayerActivations, b: LayerActivations) -> tuple[list[str], l
     return names, [linear_cka(a[n][ok], b[n][ok]) for n in names]
 
 
+def _weight_layers(group: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(name, weight) of a layer group's convolutions and fully connected layers, in module order."""
+    return [(n, w) for n, w in group.named_parameters() if n.endswith("weight") and w.dim() in (2, 4)]
+
+
 def kernel_distance_by_layer(net_a: torch.nn.Module, net_b: torch.nn.Module) -> tuple[list[str], list[float], list[float]]:
-    """Gonthier's mean l2 distance between kernels, per layer group: (names, mean ||w_a - w_b||, mean relative).
+    """Gonthier et al.'s l2 distance between the kernels of two networks, per layer group.
 
-    A kernel is one output filter of a convolution or fully connected layer (its weights flattened); a layer
-    group's figure is the mean over its kernels. The relative figure divides each distance by ||w_a||: 0 for an
-    unchanged layer, about 1.4 for a re-initialized one. Groups whose weights differ in shape (a classifier
-    with other classes, another architecture) are left out.
+    As the paper (and its code) measures it: for each convolution, the l2 norm of the difference of its whole
+    kernel tensor, ||W_a - W_b||_F (biases and batch-norm parameters left out); a layer group's figure is the
+    mean of that over the group's convolutions (fully connected layers count as 1x1 convolutions). Returns
+    (group names, mean ||W_a - W_b||_F, mean ||W_a - W_b||_F / ||W_a||_F): the relative figure is 0 for an
+    unchanged layer and about 1.4 for a re-initialized one. Layers whose weights differ in shape (a classifier
+    with other classes, another architecture) are left out, and a group with none of its layers left too.
     """
-    import torch
-
     from artannot.ml.networks import group_names
 
     groups_a, groups_b = net_a.layer_groups(), net_b.layer_groups()
@@ -259,18 +280,70 @@ def kernel_distance_by_layer(net_a: torch.nn.Module, net_b: torch.nn.Module) -> 
     names, absolute, relative = [], [], []
     for name, ga, gb in zip(group_names(net_a), groups_a, groups_b, strict=True):
         dists, rels = [], []
-        for (ka, wa), (kb, wb) in zip(ga.named_parameters(), gb.named_parameters(), strict=False):
-            if ka != kb or wa.shape != wb.shape or wa.dim() not in (2, 4):
-                continue  # biases and norms are not kernels
-            a, b = wa.detach().float().flatten(1), wb.detach().float().flatten(1)
-            d = (a - b).norm(dim=1)
+        for (ka, wa), (kb, wb) in zip(_weight_layers(ga), _weight_layers(gb), strict=False):
+            if ka != kb or wa.shape != wb.shape:
+                continue
+            a, b = wa.detach().double(), wb.detach().double()
+            d = float((a - b).norm())
             dists.append(d)
-            rels.append(d / a.norm(dim=1).clamp_min(1e-12))
+            rels.append(d / max(float(a.norm()), 1e-12))
         if dists:
             names.append(name)
-            absolute.append(float(torch.cat(dists).mean()))
-            relative.append(float(torch.cat(rels).mean()))
+            absolute.append(float(np.mean(dists)))
+            relative.append(float(np.mean(rels)))
     return names, absolute, relative
+
+
+def mean_kernel_distance(net_a: torch.nn.Module, net_b: torch.nn.Module) -> float:
+    """The paper's one figure per pair of networks: ||W_a - W_b||_F averaged over every convolution."""
+    dists = []
+    for ga, gb in zip(net_a.layer_groups(), net_b.layer_groups(), strict=False):
+        for (ka, wa), (kb, wb) in zip(_weight_layers(ga), _weight_layers(gb), strict=False):
+            if ka == kb and wa.shape == wb.shape and wa.dim() == 4:
+                dists.append(float((wa.detach().double() - wb.detach().double()).norm()))
+    return float(np.mean(dists)) if dists else float("nan")
+
+
+def initial_network(conn: sqlite3.Connection, model_id: int) -> torch.nn.Module:
+    """A stored fine-tuned network as it was when its training started, rebuilt from what the model recorded.
+
+    Training (ml/finetune.py fit) seeds torch with the run's seed, then re-initializes the groups (or single
+    layers) its layer plan marks, in order, on the backbone's ImageNet weights; the model's params keep that seed (network.config.seed)
+    and plan (network.plan), so the same calls give the same initial weights without storing them.
+    """
+    import torch
+
+    from artannot.ml.networks import GroupPlan, build_network, load_network, plan_modules, reinitialize
+    from artannot.ml.saliency import model_source
+    from artannot.store import repo
+
+    row = repo.get_model(conn, model_id)
+    if row is None:
+        raise ModelError(f"no model with id {model_id} in this project")
+    params = json.loads(row["params"] or "{}")
+    network = params.get("network") or {}
+    features_of = ((params.get("predictor") or {}).get("features") or {}).get("model")
+    if not network and isinstance(features_of, int) and features_of != model_id:
+        return initial_network(conn, features_of)  # a head on another model's network: that network's start
+    plan, config = network.get("plan"), network.get("config") or {}
+    if not plan or "seed" not in config:
+        raise ModelError(f"model {model_id} did not record how its network was initialized (seed and layer plan);"
+                         " compare it --against imagenet")
+    if network.get("intermediate") or network.get("recipe") == "double":
+        raise ModelError(f"model {model_id} was double fine-tuned: it started from a network trained on another"
+                         " project, which was not kept; compare it --against imagenet")
+    source = model_source(conn, model_id)
+    if not source.fine_tuned:
+        raise ModelError(f"model {model_id} has no fine-tuned network")
+    _, meta = load_network(source.network_path)
+    init = build_network(meta["backbone"], int(meta["n_outputs"]))
+    fields = {f.name for f in dataclasses.fields(GroupPlan)}
+    steps = [GroupPlan(**{k: v for k, v in p.items() if k in fields}) for p in plan]
+    torch.manual_seed(int(config["seed"]))  # as fit() does, right before it re-initializes
+    for module, p in zip(plan_modules(init, steps), steps, strict=True):  # groups, or single layers
+        if p.reinit:
+            reinitialize(module)
+    return init.eval()
 
 
 # -- stored metrics -----------------------------------------------------------------------------------------

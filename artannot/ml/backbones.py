@@ -154,12 +154,15 @@ def _lite_spec(variant: str, weights_file: str) -> BackboneSpec:
 class TorchvisionBackbone(nn.Module):
     """A torchvision ImageNet classifier regrouped into stages, with forward_features / forward_head."""
 
-    def __init__(self, stages: list[nn.Module], pre_logits: nn.Module, classifier: nn.Module, feature_dim: int):
+    def __init__(self, stages: list[nn.Module], pre_logits: nn.Module, classifier: nn.Module, feature_dim: int,
+                 stage_names: list[str] | None = None, layer_naming: str = "generic"):
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.pre_logits = pre_logits  # last stage map -> feature vector (pooling, and fc6/fc7 for VGG)
         self.classifier = classifier
         self.feature_dim = feature_dim
+        self.stage_names = list(stage_names) if stage_names else None  # readable group names (else stage0...)
+        self.layer_naming = layer_naming  # "vgg": single layers are named conv1_1 ... conv5_4, fc6, fc7, fc8
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Output of each convolutional stage (spatial maps, for saliency and analysis)."""
@@ -209,7 +212,8 @@ def _wrap_vgg(net: torchvision.models.VGG) -> TorchvisionBackbone:
             block = []
     # classifier = [fc6, ReLU, Dropout, fc7, ReLU, Dropout, fc8]: features stop after fc7's ReLU.
     pre_logits = nn.Sequential(net.avgpool, nn.Flatten(1), *net.classifier[:5])
-    return TorchvisionBackbone(stages, pre_logits, nn.Sequential(*net.classifier[5:]), net.classifier[3].out_features)
+    return TorchvisionBackbone(stages, pre_logits, nn.Sequential(*net.classifier[5:]), net.classifier[3].out_features,
+                               layer_naming="vgg")
 
 
 def _wrap_inception(net: torchvision.models.Inception3) -> TorchvisionBackbone:
@@ -224,6 +228,20 @@ def _wrap_inception(net: torchvision.models.Inception3) -> TorchvisionBackbone:
     ]  # the auxiliary classifier is left out: it only serves the original training loss
     head = nn.Sequential(net.dropout, net.fc)
     return TorchvisionBackbone(stages, nn.Sequential(net.avgpool, nn.Flatten(1)), head, net.fc.in_features)
+
+
+def _wrap_googlenet(net: torchvision.models.GoogLeNet) -> TorchvisionBackbone:
+    """InceptionV1 (GoogLeNet) as its stem and each inception module (Gonthier et al.'s layers: mixed3a ...
+    mixed5b); features are the 1024-d global average pool."""
+    stem = nn.Sequential(net.conv1, net.maxpool1, net.conv2, net.conv3, net.maxpool2)
+    modules = [("mixed3a", net.inception3a), ("mixed3b", net.inception3b),
+               ("mixed4a", nn.Sequential(net.maxpool3, net.inception4a)), ("mixed4b", net.inception4b),
+               ("mixed4c", net.inception4c), ("mixed4d", net.inception4d), ("mixed4e", net.inception4e),
+               ("mixed5a", nn.Sequential(net.maxpool4, net.inception5a)), ("mixed5b", net.inception5b)]
+    # the two auxiliary classifiers are left out: they only serve the original training loss
+    head = nn.Sequential(net.dropout, net.fc)
+    return TorchvisionBackbone([stem, *(m for _, m in modules)], nn.Sequential(net.avgpool, nn.Flatten(1)), head,
+                               net.fc.in_features, stage_names=["stem", *(n for n, _ in modules)])
 
 
 def _build_torchvision(make: Callable[[], nn.Module], wrap: Callable[[nn.Module], TorchvisionBackbone],
@@ -270,6 +288,13 @@ _SPECS: dict[str, BackboneSpec] = {
             "inception_v3", "Inception v3", _M.Inception_V3_Weights.IMAGENET1K_V1,
             partial(_M.inception_v3, aux_logits=True, transform_input=False, init_weights=False),
             _wrap_inception, 299, 342, 2048, "global average pool after Mixed_7c (2048-d)", mean=HALF, std=HALF,
+        ),
+        # InceptionV1 (Gonthier et al.): torchvision's GoogLeNet file, ported from Google's weights, expects the
+        # same [-1, 1] inputs (what its transform_input=True computes), so it too runs without it.
+        _torchvision_spec(
+            "inception_v1", "InceptionV1 (GoogLeNet)", _M.GoogLeNet_Weights.IMAGENET1K_V1,
+            partial(_M.googlenet, aux_logits=True, transform_input=False, init_weights=False),
+            _wrap_googlenet, 224, 256, 1024, "global average pool after mixed5b (1024-d)", mean=HALF, std=HALF,
         ),
     )
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
-from artannot.errors import Cancelled, ModelError
+from artannot.errors import ArtAnnotError, Cancelled, ModelError
 from artannot.store.files import atomic_write_bytes
 
 Progress = Callable[[int, int, str], None]
@@ -31,19 +32,25 @@ Progress = Callable[[int, int, str], None]
 __all__ = [
     "Embedding",
     "EmbeddingCache",
+    "HashCodes",
+    "collection_codes",
     "cosine_knn",
     "embed_features",
+    "hamming_graph",
     "hamming_knn",
     "hash_codes",
     "knn_graph",
     "l2_normalize",
     "model_features",
     "morph_path",
+    "morph_path_k",
     "pca_reduce",
+    "tag_probabilities",
     "tsne_2d",
 ]
 
 PCA_DIMS = 50
+HASH_THRESHOLD = 0.5  # Illustration2Vec: a bit is set where the sigmoid output is at least 0.5
 
 
 # -- features of a stored model -----------------------------------------------------------------------------
@@ -277,21 +284,80 @@ def _top_k(scores: np.ndarray, k: int, largest: bool) -> tuple[np.ndarray, np.nd
 
 
 def hash_codes(X: np.ndarray, method: str = "median", thresholds: np.ndarray | None = None) -> np.ndarray:
-    """Binary codes of feature rows, bit-packed (N × ceil(D/8) uint8).
+    """Binary codes of rows, bit-packed (N × ceil(D/8) uint8).
 
-    "sigmoid": Illustration2Vec's bit = sigmoid(x) > 0.5 (x > 0), for logit-like outputs; "median": bit =
-    x above that dimension's median over the collection, which keeps bits balanced for non-negative
-    (ReLU) features, where the sigmoid rule would set nearly every bit. `thresholds` reuses given medians.
+    "probability": Illustration2Vec's bit = a sigmoid output >= 0.5, for rows of probabilities (a tag model's
+    outputs, see tag_hash_codes); "sigmoid": the same rule on logits (x > 0); "median": bit = x above that
+    dimension's median over the collection, the fallback for plain (ReLU) features, where the sigmoid rule
+    would set nearly every bit. `thresholds` reuses given medians.
     """
     X = np.asarray(X, dtype=np.float32)
-    if method == "sigmoid":
+    if method == "probability":
+        bits = X >= HASH_THRESHOLD
+    elif method == "sigmoid":
         bits = X > 0.0
     elif method == "median":
         t = np.median(X, axis=0) if thresholds is None else np.asarray(thresholds, dtype=np.float32)
         bits = np.greater(X, t[None, :])
     else:
-        raise ModelError(f"hash method must be 'median' or 'sigmoid', not {method!r}")
+        raise ModelError(f"hash method must be 'probability', 'median' or 'sigmoid', not {method!r}")
     return np.packbits(bits, axis=1)
+
+
+@dataclass(frozen=True)
+class HashCodes:
+    """Bit-packed codes of image rows and how they were made: "tags" (a tag model's sigmoid outputs >= 0.5,
+    as Illustration2Vec) or "median" (features above their median: the fallback without a tag model)."""
+
+    codes: np.ndarray  # uint8 (N, ceil(bits / 8))
+    bits: int
+    method: str  # tags | median
+    tag_model: int | None = None
+
+    @property
+    def description(self) -> str:
+        if self.method == "tags":
+            return f"{self.bits}-bit codes: tag model {self.tag_model}'s sigmoid outputs >= 0.5"
+        return (f"{self.bits}-bit codes: features above their median (no tag model; train --method tags for"
+                " Illustration2Vec's codes)")
+
+
+def tag_probabilities(conn: sqlite3.Connection, image_ids: Sequence[int],
+                      model_id: int | None = None) -> tuple[np.ndarray, int] | None:
+    """A tag model's stored sigmoid outputs for image ids (N × its tags; 0 where none is stored) and its id;
+    None when the project has no tag model. model_id None: the newest tag model."""
+    from artannot.store import tags as tag_store
+
+    if model_id is None:
+        model_id = tag_store.latest_tag_model_id(conn)
+    if model_id is None:
+        return None
+    row = conn.execute("SELECT classes, method FROM models WHERE id = ?", (int(model_id),)).fetchone()
+    if row is None or row[1] != "tags":
+        raise ModelError(f"model {model_id} is not a tag model")
+    tag_ids = [int(t) for t in json.loads(row[0] or "[]")]
+    col = {t: k for k, t in enumerate(tag_ids)}
+    pos = {int(i): k for k, i in enumerate(np.asarray(image_ids).tolist())}
+    P = np.zeros((len(pos), len(tag_ids)), np.float32)
+    for image_id, tag_id, score in conn.execute(
+            "SELECT image_id, tag_id, score FROM tag_predictions WHERE model_id = ?", (int(model_id),)):
+        r, c = pos.get(int(image_id)), col.get(int(tag_id))
+        if r is not None and c is not None:
+            P[r, c] = score
+    return P, int(model_id)
+
+
+def collection_codes(conn: sqlite3.Connection, image_ids: Sequence[int], features: np.ndarray | None = None,
+                     tag_model: int | None = None) -> HashCodes:
+    """Hash codes of image ids: from the tag model (given, else the newest) when there is one, else (features
+    given) the median rule on the features."""
+    hit = tag_probabilities(conn, image_ids, tag_model)
+    if hit is not None:
+        P, model_id = hit
+        return HashCodes(hash_codes(P, "probability"), P.shape[1], "tags", model_id)
+    if features is None:
+        raise ModelError("no tag model to make hash codes from: train --method tags first")
+    return HashCodes(hash_codes(features, "median"), int(np.asarray(features).shape[1]), "median")
 
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -357,30 +423,69 @@ def knn_graph(X: np.ndarray, k: int = 10, max_dims: int = 128, power: float = 2.
     return g.maximum(g.T).tocsr()
 
 
+def hamming_graph(codes: np.ndarray, k: int = 10, bits: int | None = None, power: float = 2.0,
+                  progress: Progress | None = None, cancel: threading.Event | None = None) -> sparse.csr_matrix:
+    """The symmetric top-k Hamming neighbour graph of bit-packed codes; edge weight = (distance / bits) ** power.
+
+    Equal codes get a tiny positive weight (zero would read as "no edge"); ties go to the lower row index.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n = len(codes)
+    bits = bits or codes.shape[1] * 8
+    k = int(min(k, n - 1))
+    if k <= 0:
+        return sparse.csr_matrix((n, n), dtype=np.float32)
+    rows, cols, vals = [], [], []
+    step = _chunk_rows(n, n * max(codes.shape[1], 1))
+    for a in range(0, n, step):
+        _check(cancel)
+        block = codes[a:a + step]
+        dist = _popcount_rows(np.bitwise_xor(block[:, None, :], codes[None, :, :]).reshape(-1, codes.shape[1]))
+        dist = dist.reshape(len(block), n)
+        dist[np.arange(len(block)), np.arange(a, a + len(block))] = np.iinfo(np.int32).max
+        idx, d = _top_k(dist, k, largest=False)
+        rows.append(np.repeat(np.arange(a, a + len(block)), k))
+        cols.append(idx.ravel())
+        vals.append(np.maximum((d.ravel() / bits) ** power, 1e-9))
+        if progress is not None:
+            progress(min(a + step, n), n, "neighbour graph")
+    g = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return g.maximum(g.T).tocsr()
+
+
 def morph_path(X: np.ndarray | None, start: int, end: int, k: int = 10,
-               graph: sparse.csr_matrix | None = None) -> list[int]:
+               graph: sparse.csr_matrix | None = None, metric: str = "cosine") -> list[int]:
     """Semantic morphing: row indices of the shortest path from start to end on the top-k neighbour graph.
 
+    metric "cosine": X holds features (knn_graph); "hamming": X holds bit-packed hash codes (hamming_graph).
     When the two images lie in parts of the graph that do not connect, k is doubled until they do.
     """
+    return morph_path_k(X, start, end, k, graph, metric)[0]
+
+
+def morph_path_k(X: np.ndarray | None, start: int, end: int, k: int = 10,
+                 graph: sparse.csr_matrix | None = None, metric: str = "cosine") -> tuple[list[int], int]:
+    """morph_path, and the k of the graph the path was found on (larger than asked when k had to grow)."""
+    if metric not in ("cosine", "hamming"):
+        raise ModelError(f"morphing metric must be cosine or hamming, not {metric!r}")
     if graph is None:
         if X is None:
             raise ValueError("morph_path needs features or a graph")
-        graph = knn_graph(X, k)
+        graph = knn_graph(X, k) if metric == "cosine" else hamming_graph(X, k)
     n = graph.shape[0]
     if not (0 <= start < n and 0 <= end < n):
         raise ModelError("morphing needs two images of the collection")
     if start == end:
-        return [start]
+        return [start], k
     _, pred = dijkstra(graph, directed=False, indices=start, return_predecessors=True)
     if pred[end] < 0:
         if X is None or k >= n - 1:
             raise ModelError("these two images are not connected through similar images")
-        return morph_path(X, start, end, min(2 * k, n - 1))
+        return morph_path_k(X, start, end, min(2 * k, n - 1), metric=metric)
     path = [end]
     while path[-1] != start:
         path.append(int(pred[path[-1]]))
-    return path[::-1]
+    return path[::-1], k
 
 
 def draw_map(xy: np.ndarray, colours: Sequence[str], legend: Sequence[tuple[str, str]] = (),
@@ -451,3 +556,123 @@ def point_attributes(conn: sqlite3.Connection, image_ids: np.ndarray, model_id: 
         if k is not None and score is not None:
             out["suspect"][k] = score
     return out
+
+
+# -- "more like this" and morphing over a whole project (the CLI's similar / morph; the GUI's strip) -----------
+
+
+@dataclass
+class Neighbourhood:
+    """What neighbour queries over a project need: image ids, unit features or hash codes, how made."""
+
+    ids: np.ndarray  # int64 (N,): the rows
+    paths: dict[int, str]
+    metric: str  # cosine | hamming
+    unit: np.ndarray | None = None  # L2-normalized features (cosine)
+    codes: HashCodes | None = None  # hash codes (hamming)
+    description: str = ""
+
+    def row(self, image_id: int) -> int:
+        hit = np.flatnonzero(self.ids == int(image_id))
+        if not len(hit):
+            raise ModelError(f"image {image_id} could not be read, so it has no features to compare")
+        return int(hit[0])
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.codes.codes if self.metric == "hamming" else self.unit
+
+
+def neighbourhood(conn: sqlite3.Connection, cache_dir: Path, *, hamming: bool = False, model_id: int | None = None,
+                  runtime=None, progress: Progress | None = None,
+                  cancel: threading.Event | None = None) -> Neighbourhood:
+    """Every image of a project in one model's feature space (cosine), or as hash codes (hamming): a tag model's
+    (the chosen model when it is one, else the newest) without any network pass, else the median rule on the
+    model's features."""
+    from artannot.store import repo
+    from artannot.store import tags as tag_store
+
+    images = repo.all_images(conn)
+    if not images:
+        raise ModelError("the project has no images: import a folder first")
+    paths = {int(i): p for i, p, _ in images}
+    all_ids = np.array([i for i, _, _ in images], dtype=np.int64)
+    if hamming:
+        tag_model = model_id if model_id is not None and _is_tag_model(conn, model_id) else None
+        if tag_model is not None or tag_store.latest_tag_model_id(conn) is not None:
+            codes = collection_codes(conn, all_ids, tag_model=tag_model)
+            return Neighbourhood(all_ids, paths, "hamming", codes=codes, description=codes.description)
+    feats, ok, source = model_features(conn, cache_dir, model_id, [(p, sha) for _, p, sha in images],
+                                       runtime=runtime, progress=progress, cancel=cancel)
+    ids = all_ids[ok]
+    if hamming:
+        codes = HashCodes(hash_codes(feats[ok], "median"), int(feats.shape[1]), "median")
+        return Neighbourhood(ids, paths, "hamming", codes=codes, description=f"{codes.description} · {source.description}")
+    return Neighbourhood(ids, paths, "cosine", unit=l2_normalize(feats[ok]), description=source.description)
+
+
+def _is_tag_model(conn: sqlite3.Connection, model_id: int) -> bool:
+    row = conn.execute("SELECT method FROM models WHERE id = ?", (int(model_id),)).fetchone()
+    return row is not None and row[0] == "tags"
+
+
+def nearest(hood: Neighbourhood, image_id: int, k: int = 10) -> list[dict]:
+    """The k nearest images to one: [{image, path, distance (Hamming bits) or similarity (cosine)}], nearest first."""
+    if k < 1:
+        raise ModelError("--k must be at least 1")
+    row = hood.row(image_id)
+    if hood.metric == "hamming":
+        idx, dist = hamming_knn(hood.codes.codes, [row], k)
+        return [{"image": int(hood.ids[j]), "path": hood.paths[int(hood.ids[j])], "distance": int(d)}
+                for j, d in zip(idx[0].tolist(), dist[0].tolist(), strict=True)]
+    idx, sims = cosine_knn(hood.unit, [row], k, normalized=True)
+    return [{"image": int(hood.ids[j]), "path": hood.paths[int(hood.ids[j])], "similarity": float(s)}
+            for j, s in zip(idx[0].tolist(), sims[0].tolist(), strict=True)]
+
+
+def morph(hood: Neighbourhood, start_id: int, end_id: int, k: int = 6,
+          steps: int | None = None) -> tuple[list[int], int]:
+    """(image ids of the morphing path between two images on the top-k graph of the hood's metric, start and
+    end included; the k the path was found on). At most `steps` images between them, evenly spaced on the path.
+
+    Few-bit codes (a tag model with a few tags) tie often, and ties split the Hamming graph into groups of
+    equal codes: k then grows until the two images connect."""
+    if k < 1:
+        raise ModelError("--k must be at least 1")
+    if steps is not None and steps < 0:
+        raise ModelError("--steps must be 0 or more")
+    path, used = morph_path_k(hood.data, hood.row(start_id), hood.row(end_id), k, metric=hood.metric)
+    if steps is not None and len(path) - 2 > steps:
+        inner = path[1:-1]
+        keep = np.linspace(0, len(inner) - 1, steps).round().astype(int) if steps else []
+        path = [path[0], *[inner[i] for i in keep], path[-1]]
+    return [int(hood.ids[j]) for j in path], used
+
+
+def draw_strip(paths: Sequence[str], captions: Sequence[str], *, side: int = 160, title: str = ""):
+    """A PNG-ready strip (PIL RGB) of images side by side, each fitted in a square, its caption under it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from artannot.data.images import load_image
+
+    try:
+        font = ImageFont.load_default(size=13)
+    except (TypeError, OSError):
+        font = ImageFont.load_default()
+    pad, cap, top = 10, 36, 30 if title else 10
+    w = pad + len(paths) * (side + pad)
+    img = Image.new("RGB", (max(w, 200), top + side + cap + pad), "white")
+    d = ImageDraw.Draw(img)
+    for n, (path, caption) in enumerate(zip(paths, captions, strict=True)):
+        x = pad + n * (side + pad)
+        try:
+            thumb = load_image(path, max_side=2 * side).convert("RGB")
+            thumb.thumbnail((side, side))
+            img.paste(thumb, (x + (side - thumb.width) // 2, top + (side - thumb.height) // 2))
+        except (OSError, ValueError, ArtAnnotError):  # an unreadable image leaves its square grey
+            d.rectangle([x, top, x + side, top + side], fill="#cfd8dc")
+        for j, line in enumerate(str(caption).split("\n")[:2]):
+            d.text((x, top + side + 4 + 15 * j), line[:24], fill="#263238", font=font)
+    if title:
+        d.text((pad, 8), title, fill="#263238", font=font)
+    return img

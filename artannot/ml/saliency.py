@@ -32,6 +32,7 @@ __all__ = [
     "Explainer",
     "ModelSource",
     "SaliencyMap",
+    "SALIENCY_SIDE",
     "SVMHead",
     "colorize",
     "colour_table",
@@ -298,6 +299,9 @@ def load_explainer(conn: sqlite3.Connection, source: ModelSource, net: nn.Module
         return Explainer(source, net, LinearHead(probe), list(tags.tags_), proba=lambda s: torch.sigmoid(s.float()),
                          baseline=torch.as_tensor(np.asarray(tags.mean_), dtype=torch.float32))
     raise ModelError(f"cannot explain a model with a {source.head!r} head")
+
+
+SALIENCY_SIDE = 2048  # a huge scan is shrunk on load to this longest side: the map is drawn over it
 
 
 def prepare_image(image: Image.Image, spec: BackboneSpec, max_ratio: float = 2.0) -> tuple[Image.Image, torch.Tensor]:

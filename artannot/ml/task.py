@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artannot.errors import Cancelled, ModelError
-from artannot.store.model_files import model_predictor
+from artannot.errors import Cancelled
 
 if TYPE_CHECKING:  # torch loads only when a run starts
     from artannot.ml.device import Runtime
@@ -42,6 +41,7 @@ class TrainRequest:
     epochs: int | None = None
     then_svm: bool = False
     options: dict = field(default_factory=dict)
+    augment: str | None = None  # "style[:K]": K stylized copies per training image (ml/style.py)
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,13 @@ class Context:
     def features(self, req: TrainRequest) -> tuple[np.ndarray, np.ndarray, dict, TrainRequest]:
         """ImageNet features of the backbone, or (option from_model=ID) those of a stored fine-tuned network:
         (features, readable mask, how to make them again, the request with the network's backbone)."""
-        from artannot.ml.networks import load_network, network_features
+        from artannot.ml.networks import load_network, model_network, network_features
 
         source = req.options.get("from_model")
         if source is None:
             feats, ok = self.imagenet_features(req.backbone)
             return feats, ok, {"backbone": req.backbone}, req
-        row = self.conn.execute("SELECT * FROM models WHERE id = ?", (int(source),)).fetchone()
-        pred = model_predictor(self.cache_dir, row)[1] if row is not None else {}
-        path = pred.get("path") if pred.get("kind") == "network" else pred.get("features", {}).get("network")
-        if not path:
-            raise ModelError(f"model {source} has no trained network whose features could be used")
+        path, source = model_network(self.conn, self.cache_dir, source)  # an id, or OTHER.artannot#ID
         model, meta = load_network(path)
         key = meta.get("run") or Path(path).stem
         cache = self.feature_cache()
@@ -123,7 +119,8 @@ class Context:
                                          progress=self.progress, cancel=self.cancel)
         finally:
             cache.close()
-        features = {"network": str(path), "key": key, "image_size": meta.get("image_size"), "model": int(source)}
+        features = {"network": str(path), "key": key, "image_size": meta.get("image_size"),
+                    "model": int(source) if source.isdigit() else source}
         return feats, ok, features, dataclasses.replace(req, backbone=meta["backbone"])
 
 
@@ -150,3 +147,22 @@ def jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def parse_options(items: Sequence[str]) -> dict:
+    """Method options from KEY=VALUE strings (`train --option`, the Train dialog's Options field); values
+    are read as JSON when they can be (3, 1e-4, false, [1, 10]), else kept as text."""
+    import json
+
+    from artannot.errors import ArtAnnotError
+
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArtAnnotError(f"--option takes KEY=VALUE, not {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

@@ -7,6 +7,11 @@ one on redo. So the one undo stack covers labels, boxes and classes, from any pr
 
 A deleted or merged-away class is soft-deleted (`deleted_at`): its row stays, because label history points
 at it, and it is hidden from the class list while no image carries it.
+
+A class can be negative (`classes.negative`, schema 7), e.g. "no instrument": a label like any other for
+training and evaluation, but never offered as a guess. `shown_ranking` drops it from a model's ranked guesses
+(the top-5 the app shows and exports) and, when it is the top guess, shows none at all; suspects never suggest
+it; the detectors learn background from the images labelled with it (ml/detect/train.py).
 """
 
 from __future__ import annotations
@@ -159,3 +164,65 @@ def add_class(conn: sqlite3.Connection, name: str) -> int:
         key = next((str(d) for d in range(1, 10) if str(d) not in used), None)
         conn.execute("UPDATE classes SET hotkey = ? WHERE id = ?", (key, class_id))
     return class_id
+
+
+# -- negative classes ----------------------------------------------------------------------------------------
+
+EDIT_FIELDS = ("name", "hotkey", "deleted_at", "negative")
+
+
+def create_negative_schema(conn: sqlite3.Connection) -> None:
+    """Schema 7: classes.negative, and class_edits rebuilt (its field CHECK) with undo/redo triggers that
+    also put `negative` back."""
+    if "negative" not in {r[1] for r in conn.execute("PRAGMA table_info(classes)")}:  # re-runnable
+        conn.execute("ALTER TABLE classes ADD COLUMN negative INTEGER NOT NULL DEFAULT 0")
+    conn.execute("DROP TRIGGER IF EXISTS class_edits_undo")
+    conn.execute("DROP TRIGGER IF EXISTS class_edits_redo")
+    fields = ", ".join(f"'{f}'" for f in EDIT_FIELDS)
+    conn.execute(
+        "CREATE TABLE class_edits_v7 (event_id INTEGER NOT NULL REFERENCES events(id),"
+        " class_id INTEGER NOT NULL REFERENCES classes(id),"
+        f" field TEXT NOT NULL CHECK (field IN ({fields})), old_value TEXT, new_value TEXT,"
+        " PRIMARY KEY (event_id, class_id, field)) WITHOUT ROWID")
+    conn.execute("INSERT INTO class_edits_v7 SELECT event_id, class_id, field, old_value, new_value FROM class_edits")
+    conn.execute("DROP TABLE class_edits")
+    conn.execute("ALTER TABLE class_edits_v7 RENAME TO class_edits")
+    for name, old, new, value in (("undo", "done", "undone", "old_value"), ("redo", "undone", "done", "new_value")):
+        sets = "".join(
+            f" UPDATE classes SET {f} = (SELECT e.{value} FROM class_edits e WHERE e.event_id = NEW.id"
+            f" AND e.class_id = classes.id AND e.field = '{f}') WHERE id IN (SELECT class_id FROM class_edits"
+            f" WHERE event_id = NEW.id AND field = '{f}');" for f in EDIT_FIELDS)
+        conn.execute(f"CREATE TRIGGER class_edits_{name} AFTER UPDATE OF state ON events"
+                     f" WHEN OLD.state = '{old}' AND NEW.state = '{new}' BEGIN{sets} END")
+
+
+def negative_class_ids(conn: sqlite3.Connection) -> set[int]:
+    """Ids of the classes marked negative."""
+    return {int(r[0]) for r in conn.execute("SELECT id FROM classes WHERE negative = 1")}
+
+
+def set_negative(conn: sqlite3.Connection, class_id: int, negative: bool = True) -> int | None:
+    """Mark a class negative ("no instrument": never offered as a guess) or not (undoable); None when
+    unchanged."""
+    value = 1 if negative else 0
+    with write(conn):
+        row = _row(conn, class_id)
+        if int(row["negative"]) == value:
+            return None
+        what = f"mark '{row['name']}' as {'negative (never a guess)' if value else 'a class to guess'}"
+        event_id = new_event(conn, "class", "human", what)
+        _edit(conn, event_id, class_id, "negative", int(row["negative"]), value)
+    return event_id
+
+
+def shown_ranking(ranked: list, negative: set) -> list:
+    """A model's ranked guesses as the app shows them: negative classes left out, and nothing at all when a
+    negative class is the top guess (the image shows "none"). Items are (class, score) pairs, or classes."""
+    def key(item):
+        return item[0] if isinstance(item, tuple) else item
+
+    if not negative or not ranked:
+        return list(ranked)
+    if key(ranked[0]) in negative:
+        return []
+    return [item for item in ranked if key(item) not in negative]

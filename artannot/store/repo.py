@@ -208,15 +208,16 @@ def write_predictions(
 
 
 def top_predictions(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float]]:
-    """The model's ranked (class name, score) for one image; classes deleted since it was trained are left out."""
-    return [
-        (r[0], r[1])
-        for r in conn.execute(
-            "SELECT c.name, p.score FROM predictions p JOIN classes c ON c.id = p.class_id"
-            " WHERE p.model_id = ? AND p.image_id = ? AND c.deleted_at IS NULL ORDER BY p.rank",
-            (model_id, image_id),
-        )
-    ]
+    """The model's ranked (class name, score) for one image; classes deleted since it was trained are left out,
+    and so are negative classes ("no instrument", store/classes.py): none at all when one is the top guess."""
+    rows = conn.execute(
+        "SELECT c.name, p.score, c.negative FROM predictions p JOIN classes c ON c.id = p.class_id"
+        " WHERE p.model_id = ? AND p.image_id = ? AND c.deleted_at IS NULL ORDER BY p.rank",
+        (model_id, image_id),
+    ).fetchall()
+    if rows and rows[0][2]:
+        return []
+    return [(r[0], r[1]) for r in rows if not r[2]]
 
 
 def predictions_by_image(conn: sqlite3.Connection, model_id: int) -> dict[int, list[int]]:

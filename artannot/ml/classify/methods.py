@@ -215,8 +215,13 @@ def fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Mo
                  **overrides) -> tuple[FitResult, FineTuneConfig]:
     cfg = _config(req, recipe, **overrides)
     plan = layer_plan(model, recipe, req.options)
+    from artannot.ml.decode_cache import decode_cache_for
+
+    index = set(class_ids)
+    hashes = [sha for _, _, sha, c in [*fit_rows, *val_rows] if c in index]  # train then val, as fit reads them
     result = fit(model, _samples(fit_rows, class_ids), _samples(val_rows, class_ids), cfg, ctx.runtime, plan,
-                 backbone=req.backbone, progress=progress, cancel=ctx.cancel)
+                 backbone=req.backbone, progress=progress, cancel=ctx.cancel,
+                 decode_cache=decode_cache_for(ctx.cache_dir), hashes=hashes)
     return result, cfg
 
 
@@ -260,7 +265,8 @@ def _score_network(ctx: Context, req: TrainRequest, method: str, model: torch.nn
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "deadline"}
     network = {"recipe": method, "checkpoint": str(ckpt), "plan": result.plan, "epochs_run": len(result.curves),
                "world_size": dist_info()[2], "best_epoch": result.best_epoch, "stopped": result.stopped,
-               "images_per_s": round(result.images_per_s, 2), "config": config, **(extra or {})}
+               "images_per_s": round(result.images_per_s, 2), "config": config,
+               "style_copies": int(req.options.get("style_augment") or 0), **(extra or {})}
     if req.then_svm:  # the network adapted on every label; the SVM on the curated ones when there are enough
         out = labelled_outcome(ctx, req, "svm", feats, ok, {"network": str(ckpt), "key": run,
                                                              "image_size": cfg.image_size}, method,
@@ -293,7 +299,8 @@ def method_finetune(ctx: Context, req: TrainRequest) -> Outcome | None:
 
 @_register("adaptive")
 def method_adaptive(ctx: Context, req: TrainRequest) -> Outcome | None:
-    """Lagunas & Garces adaptive layer-based optimization (add then_svm for "optimized + SVM")."""
+    """Lagunas & Garces adaptive layer-based optimization (add then_svm for "optimized + SVM"); option
+    low_layers=N restarts single layers as published (N=10 on VGG19: conv1_1 ... conv4_2, see layer_plan)."""
     return _network_method(ctx, req, "adaptive")
 
 
@@ -378,24 +385,118 @@ def _imagenet_proba(backbone: str, feats: np.ndarray) -> np.ndarray:
         return torch.softmax(model.forward_head(torch.from_numpy(feats)).float(), 1).numpy()
 
 
+BASELINE_VARIANTS = ("imagenet", "renormalized")
+
+
+def _baseline_variant(options: dict) -> str:
+    variant = str(options.get("baseline") or "imagenet")
+    if variant not in BASELINE_VARIANTS:
+        raise ModelError(f"option baseline takes {' or '.join(BASELINE_VARIANTS)}, not {variant!r}")
+    return variant
+
+
+def baseline_scores(proba: np.ndarray, mapping: dict[int, list[int]], class_ids: list[int],
+                    variant: str = "imagenet") -> np.ndarray:
+    """Per-class scores of the ImageNet baseline.
+
+    "imagenet" (Lagunas & Garces): a class scores the probability of its best ImageNet category, so the
+    classes rank as their categories do among the 1000; "renormalized": the probability mass of its
+    categories, renormalised over the project's classes (it ignores the unmapped categories' mass, which
+    inflates top-k).
+    """
+    from artannot.ml.classify.baseline import mapped_scores
+
+    if variant == "renormalized":
+        return mapped_scores(proba, mapping, class_ids)
+    scores = np.zeros((len(proba), len(class_ids)))
+    for k, cid in enumerate(class_ids):
+        if mapping.get(cid):
+            scores[:, k] = proba[:, mapping[cid]].max(1)
+    return scores
+
+
+def imagenet_top_classes(proba: np.ndarray, mapping: dict[int, list[int]], k: int = 5) -> list[list[list[int]]]:
+    """Per image, the project classes each of its top-k ImageNet categories maps to ([] for an unmapped one)."""
+    owners: dict[int, list[int]] = {}
+    for cid, cats in mapping.items():
+        for cat in cats:
+            owners.setdefault(int(cat), []).append(int(cid))
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return [[sorted(owners.get(int(j), [])) for j in row] for row in order]
+
+
+def imagenet_topk(top: dict[int, list[list[int]]], truth: dict[int, int], names: dict[int, str]) -> dict:
+    """Top-1/top-5 counted as Lagunas & Garces count the baseline: a hit at k when one of the image's k most
+    probable ImageNet categories (over all 1000) maps to its class. `top`: image id -> imagenet_top_classes
+    row; an image without one (unreadable) is a miss."""
+    per: dict[int, list[int]] = {}
+    hits1 = hits5 = 0
+    for image_id, true in truth.items():
+        row = top.get(image_id) or []
+        h1 = bool(row) and true in row[0]
+        h5 = any(true in cats for cats in row[:5])
+        hits1, hits5 = hits1 + h1, hits5 + h5
+        n, a, b = per.get(true, (0, 0, 0))
+        per[true] = [n + 1, a + h1, b + h5]
+    n = len(truth)
+    return {"top1": hits1 / n if n else 0.0, "top5": hits5 / n if n else 0.0, "n": n,
+            "per_class": {names.get(c, str(c)): {"top1": v[1] / v[0], "top5": v[2] / v[0], "n": v[0]}
+                          for c, v in sorted(per.items())},
+            "rule": "top-k over the 1000 ImageNet categories; a hit when one of them maps to the image's class"}
+
+
+def baseline_evaluation(row: sqlite3.Row, truth: dict[int, int], names: dict[int, str]) -> dict | None:
+    """A baseline model's top-1/top-5 counted as published (imagenet_topk) from the ImageNet top-5 it stored
+    for the test images; None for another model, the renormalized variant, or images it stored none for."""
+    if row["method"] != "baseline":
+        return None
+    stored = json.loads(row["metrics"] or "{}").get("imagenet_top5")
+    if not stored or any(str(i) not in stored for i in truth):
+        return None
+    return imagenet_topk({i: stored[str(i)] for i in truth}, truth, names)
+
+
 @_register("baseline")
 def method_baseline(ctx: Context, req: TrainRequest) -> Outcome:
-    """Lagunas & Garces baseline: the ImageNet classifier with its classes mapped to ours (no training)."""
-    from artannot.ml.classify.baseline import mapped_scores, read_mapping, resolve_mapping
+    """Lagunas & Garces baseline: the ImageNet classifier with its classes mapped to ours (no training).
+
+    As published (default, option baseline=imagenet) top-k is counted over the 1000 ImageNet categories and
+    stored in the model's metrics (top1, top5, per_class; the project-class ranking's own figures under
+    "ranked"); option baseline=renormalized ranks the project's classes by renormalised mapped mass.
+    """
+    from artannot.ml.classify.baseline import read_mapping, resolve_mapping
+    from artannot.ml.classify.training import evaluation_truth, ranked_rows
+    from artannot.ml.metrics import evaluate_ranked
 
     if not req.options.get("mapping"):
         raise ModelError("--method baseline needs --mapping FILE (project class -> ImageNet categories)")
+    variant = _baseline_variant(req.options)
     mapping = resolve_mapping(read_mapping(req.options["mapping"]), ctx.data.names)
     feats, ok = ctx.imagenet_features(req.backbone)
     ctx.check()
     class_ids = sorted(set(ctx.data.class_ids) | set(ctx.data.test.values()) | set(mapping))
-    scores = mapped_scores(_imagenet_proba(req.backbone, feats), mapping, class_ids)
+    proba = _imagenet_proba(req.backbone, feats)
+    scores = baseline_scores(proba, mapping, class_ids, variant)
     unmapped = [ctx.data.names[c] for c in class_ids if c not in mapping]
-    params = {"mapping_file": str(req.options["mapping"]), "unmapped": unmapped,
-              "summary": f"ImageNet {req.backbone} with {len(mapping)} mapped classes",
-              "predictor": {"kind": "baseline", "backbone": req.backbone,
+    params = {"mapping_file": str(req.options["mapping"]), "unmapped": unmapped, "baseline": variant,
+              "summary": f"ImageNet {req.backbone} with {len(mapping)} mapped classes"
+                         + (" (renormalized)" if variant == "renormalized" else ", top-k over ImageNet classes"),
+              "predictor": {"kind": "baseline", "backbone": req.backbone, "variant": variant,
                             "mapping": {str(k): v for k, v in mapping.items()}}}
-    return Outcome("baseline", req.backbone, class_ids, scores, ok, params)
+    extra: dict = {}
+    truth = evaluation_truth(ctx.data)
+    if variant == "imagenet" and truth:
+        rows = {int(image_id): r for r, (image_id, _, _) in enumerate(ctx.data.everything)}
+        wanted = [rows[i] for i in truth if i in rows and ok[rows[i]]]
+        top = dict(zip((int(ctx.data.everything[r][0]) for r in wanted),
+                       imagenet_top_classes(proba[wanted], mapping), strict=True))
+        paper = imagenet_topk(top, truth, ctx.data.names)
+        ranked, _ = ranked_rows(ctx.data.everything, scores, ok, class_ids)
+        own = evaluate_ranked(truth, ranked, class_ids, ctx.data.names)
+        extra = {"top1": paper["top1"], "top5": paper["top5"], "per_class": paper["per_class"],
+                 "topk_rule": paper["rule"], "ranked": {"top1": own["top1"], "top5": own["top5"]},
+                 "imagenet_top5": {str(i): v for i, v in top.items()}}
+    return Outcome("baseline", req.backbone, class_ids, scores, ok, params, extra_metrics=extra)
 
 
 # -- scoring images with a stored model ----------------------------------------------------------------------
@@ -408,7 +509,6 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
 
     `within`: the ensembles being scored that this model is a member of (a cycle among them is refused).
     """
-    from artannot.ml.classify.baseline import mapped_scores
     from artannot.store import repo
 
     pred = model_predictor(cache_dir, row)[1]  # its files, under this project's cache folder
@@ -438,7 +538,9 @@ def score_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, ite
                                          progress=progress, cancel=cancel)
             mapping = {int(k): v for k, v in pred["mapping"].items()}
             class_ids = json.loads(row["classes"])
-            return mapped_scores(_imagenet_proba(pred["backbone"], feats), mapping, class_ids), class_ids, ok
+            variant = pred.get("variant", "renormalized")  # models made before the published variant
+            return (baseline_scores(_imagenet_proba(pred["backbone"], feats), mapping, class_ids, variant),
+                    class_ids, ok)
         if kind == "network":
             model, meta = load_network(pred["path"])
             feats, ok = network_features(model, items, runtime, backbone=meta["backbone"],

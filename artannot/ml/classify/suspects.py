@@ -133,10 +133,13 @@ def out_of_fold_scores(data, clf, ok: np.ndarray, images=None) -> np.ndarray | N
     return out
 
 
-def suspect_rows(data, outcome, labels: dict[int, int]) -> list[tuple[int, float, int, int, int, int, int]]:
+def suspect_rows(data, outcome, labels: dict[int, int], never_suggest: frozenset[int] = frozenset()
+                 ) -> list[tuple[int, float, int, int, int, int, int | None]]:
     """(image id, score, rank, flagged, reliable, given class id, suggested class id) of labelled images.
 
     labels maps image id -> current class id (images whose class the model does not know are skipped).
+    A class of never_suggest (negative classes, store/classes.py) is never the suggestion: the next most
+    likely class is, or none.
     """
     col = {c: j for j, c in enumerate(outcome.class_ids)}
     oof = getattr(outcome, "oof_scores", None)
@@ -160,16 +163,26 @@ def suspect_rows(data, outcome, labels: dict[int, int]) -> list[tuple[int, float
     probs_a = probs_a / np.maximum(probs_a.sum(1, keepdims=True), 1e-12)  # per-class scores (sigmoid) too
     res = score_labels(probs_a, np.asarray(given), reliable=np.asarray(reliable))
     ranks = res.ranks()
+    suggested: list[int | None] = [int(outcome.class_ids[j]) for j in res.suggested]
+    banned = [j for j, c in enumerate(outcome.class_ids) if int(c) in never_suggest]
+    if banned:
+        others = probs_a.copy()
+        others[:, banned] = -np.inf
+        others[np.arange(len(ids)), given] = -np.inf
+        best = others.argmax(1)
+        suggested = [int(outcome.class_ids[best[n]]) if np.isfinite(others[n, best[n]]) else None
+                     for n in range(len(ids))]
     return [(int(ids[n]), float(res.score[n]), int(ranks[n]), int(res.flagged[n]), int(reliable[n]),
-             int(outcome.class_ids[given[n]]), int(outcome.class_ids[res.suggested[n]])) for n in range(len(ids))]
+             int(outcome.class_ids[given[n]]), suggested[n]) for n in range(len(ids))]
 
 
 def store_suspects(conn: sqlite3.Connection, model_id: int, data, outcome) -> int:
     """Score the labelled images of a finished run and store them with the model (inside its transaction)."""
     from artannot.store import queries
+    from artannot.store.classes import negative_class_ids
     from artannot.store.labels import TRAINABLE_SOURCES
 
     labels = queries.current_labels(conn, TRAINABLE_SOURCES)
-    rows = suspect_rows(data, outcome, labels)
+    rows = suspect_rows(data, outcome, labels, frozenset(negative_class_ids(conn)))
     queries.write_suspects(conn, model_id, rows)
     return len(rows)

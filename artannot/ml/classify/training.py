@@ -227,6 +227,11 @@ def evaluate_model(conn: sqlite3.Connection, cache_dir: Path, row: sqlite3.Row, 
         raise ModelError(f"no labelled images in the {split} split to evaluate on")
     ranked = repo.predictions_by_image(conn, row["id"])
     result = evaluate_ranked(truth, ranked, class_ids, repo.class_names(conn))
+    from artannot.ml.classify.methods import baseline_evaluation  # methods imports this module
+
+    paper = baseline_evaluation(row, truth, repo.class_names(conn))
+    if paper:  # an ImageNet baseline as published: a hit when a top ImageNet class maps to the image's class
+        result.update(top1=paper["top1"], top5=paper["top5"], per_class=paper["per_class"], topk_rule=paper["rule"])
     top = dict(conn.execute("SELECT image_id, score FROM predictions WHERE model_id = ? AND rank = 1",
                             (row["id"],)).fetchall())
     seen = [i for i in truth if i in top and ranked.get(i)]

@@ -225,6 +225,27 @@ class PatchDetector:
         return cls(cfg, LinearProbe.load(path))
 
 
+def with_negative_background(conn, images: list[BoxImage], splits) -> list[BoxImage]:
+    """The training images plus every image of splits labelled with a negative class ("no instrument",
+    store/classes.py) and without boxes, as an empty image: all its windows are background (for the patch
+    probe, and negatives for Faster R-CNN). Boxes of a negative class are no object and are dropped."""
+    from artannot.ml.detect.data import box_images
+    from artannot.store.classes import negative_class_ids
+
+    negative = negative_class_ids(conn)
+    if not negative:
+        return images
+    for im in images:
+        im.boxes = [b for b in im.boxes if b[0] not in negative]
+    marks = ",".join("?" * len(negative))
+    labelled = {int(r[0]) for r in conn.execute(
+        f"SELECT image_id FROM labels WHERE active = 1 AND class_id IN ({marks})", sorted(negative))}
+    have = {im.image_id for im in images}
+    extra = [im for im in box_images(conn, splits, negatives=True)
+             if im.image_id in labelled and im.image_id not in have and not im.boxes]
+    return list(images) + extra
+
+
 def _sample(rng: np.random.Generator, idx: np.ndarray, n: int) -> np.ndarray:
     return idx if len(idx) <= n else rng.choice(idx, n, replace=False)
 

@@ -30,6 +30,7 @@ import torch
 
 from artannot.errors import Cancelled, ImageLoadError, ModelError
 from artannot.ml.detect.data import TRAIN_SPLITS, BoxImage, box_images, class_counts, load_scaled, xyxy
+from artannot.ml.detect.patches import with_negative_background
 from artannot.ml.device import Runtime, select_runtime
 from artannot.ml.task import TrainResult, jsonable
 from artannot.store import repo
@@ -69,6 +70,7 @@ def training_data(conn: sqlite3.Connection, req, need: int | None = None) -> Tra
     are fewer than `need` boxes (default: req.method's minimum) or no class has MIN_CLASS_BOXES boxes."""
     negatives = req.options.get("negatives")
     images = box_images(conn, TRAIN_SPLITS, negatives=None if negatives is None else bool(negatives))
+    images = with_negative_background(conn, images, TRAIN_SPLITS)  # "no instrument" images: background
     counts = class_counts(images)
     names = repo.class_names(conn)
     n_boxes = sum(counts.values())
@@ -97,6 +99,12 @@ def model_path(models_dir: Path, method: str, backbone: str) -> Path:
 def fit(method: str, images: list[BoxImage], class_ids, class_names, req, runtime: Runtime, path: Path, progress,
         cancel):
     """Fit a detector of method on images and save it to path: (Detector, info for the params)."""
+    if req.options.get("augment_index"):  # style augmentation: stylized copies keep the size, so the boxes
+        from artannot.ml.style import augmented
+
+        images = list(images) + [BoxImage(im.image_id, copy, im.width, im.height, list(im.boxes))
+                                 for copy, im in augmented([(im.path, im) for im in images],
+                                                           req.options["augment_index"])]
     if method == "detector":
         return _train_detector(images, class_ids, class_names, req, runtime, path, progress, cancel)
     return _train_patches(images, class_ids, class_names, req, runtime, path, progress, cancel)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from artannot.ml.task import Task
 
-METHODS = {"tags": "multi-label tag model: a sigmoid head (BCE) on deep features, one threshold per tag"}
+METHODS = {"tags": "multi-label tag model: a sigmoid head (BCE) on deep features, one threshold per tag"
+                   " (--finetune: the network itself fine-tuned on the tags)"}
 
 
 def _train(*args, **kwargs):

@@ -2,7 +2,8 @@
 
 Two ways to train, both on multi-hot targets (N × tags): `TagHead`, a sigmoid layer on frozen deep
 features (what `train --method tags` stores, ml/tags/train.py), and `finetune_tags`, the shared fine-tuning
-loop with a sigmoid head (global average pooling + linear, as in Illustration2Vec's conv head). Each tag's
+loop with a sigmoid head (global average pooling + linear, as in Illustration2Vec's conv head), which
+`train --method tags --finetune` runs (ml/tags/finetune.py). Each tag's
 threshold maximises its F1 on out-of-fold (head) or validation (network) scores; TagHead floors it at 0.2.
 """
 
@@ -136,10 +137,15 @@ def evaluate_tags(Y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, tag
 
 def finetune_tags(backbone: str, train: Sequence[tuple[str, np.ndarray]], val: Sequence[tuple[str, np.ndarray]],
                   cfg: FineTuneConfig, runtime: Runtime, *, recipe: str = "finetune", options: dict | None = None,
-                  progress=None, cancel: threading.Event | None = None) -> tuple[torch.nn.Module, FitResult]:
-    """Fine-tune a network with a sigmoid head and BCE on (path, multi-hot) samples."""
+                  progress=None, cancel: threading.Event | None = None,
+                  model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, FitResult]:
+    """Fine-tune a network with a sigmoid head and BCE on (path, multi-hot) samples.
+
+    `model`: start from this network (its head already sized for the tags), e.g. one fine-tuned on an
+    intermediate project; default: the ImageNet backbone with a new head.
+    """
     n_tags = len(train[0][1])
-    model = build_network(backbone, n_tags)
+    model = build_network(backbone, n_tags) if model is None else model
     cfg.multilabel = True
     result = fit(model, [(p, np.asarray(t, dtype=np.float32)) for p, t in train],
                  [(p, np.asarray(t, dtype=np.float32)) for p, t in val], cfg, runtime,

@@ -2,7 +2,9 @@
 
 A sigmoid head with binary cross-entropy (ml/tags/multilabel.py TagHead) on deep features: the backbone's
 ImageNet features, or with option from_model=ID those of a fine-tuned network (the science notes' "fine-tune,
-then a classifier on its features"). Each tag gets the threshold that maximises its out-of-fold F1. The model
+then a classifier on its features"). With `--finetune` (option finetune=true) the network itself is fine-tuned
+on the tags with a sigmoid head and BCE (ml/tags/finetune.py; with --intermediate PROJECT first on that
+project's classes: double fine-tuning), and its own head is stored as the TagHead on its features. Each tag gets the threshold that maximises its out-of-fold F1. The model
 row (method 'tags') holds the thresholds and per-tag AP on the test split; every image's tag probabilities go
 to `tag_predictions`, the suggestions the Tags panel offers. Training images are those someone tagged in the
 train (and val) split; the tags an annotated image does not carry are its negatives.
@@ -63,33 +65,50 @@ def train_tags(conn: sqlite3.Connection, cache_dir: Path, req, *, device: str = 
     everything = repo.all_images(conn)
     data = SimpleNamespace(items=[(p, sha) for _, p, sha in everything])  # what Context.features reads
     ctx = Context(conn, Path(cache_dir), data, select_runtime(device), progress, cancel)
-    feats, ok, features, req = ctx.features(req)
-    ctx.check()
     row_of = {image_id: k for k, (image_id, _, _) in enumerate(everything)}
-    rows, Y = tag_matrix(train, row_of, ok, tag_ids)
-    if progress is not None:
-        progress(0, 1, "training the tag head")
-    head = TagHead(l2=float(req.options.get("l2", 1e-3))).fit(feats[rows], Y, [names[t] for t in tag_ids],
-                                                             cancel=cancel)
-    ctx.check()
+    if wants_finetune(req.options):
+        from artannot.ml.tags.finetune import finetune_tag_model
+
+        tuned = finetune_tag_model(ctx, req, train, tag_ids, [names[t] for t in tag_ids], everything)
+        head, feats, ok, features, n_train = tuned.head, tuned.features, tuned.ok, tuned.source, tuned.n_train
+        files = [tuned.head_path, tuned.checkpoint, tuned.checkpoint.with_suffix(".json")]
+        extra_params, extra_metrics = tuned.params, {"curves": tuned.curves}
+    else:
+        feats, ok, features, req = ctx.features(req)
+        ctx.check()
+        rows, Y = tag_matrix(train, row_of, ok, tag_ids)
+        if progress is not None:
+            progress(0, 1, "training the tag head")
+        head = TagHead(l2=float(req.options.get("l2", 1e-3))).fit(feats[rows], Y, [names[t] for t in tag_ids],
+                                                                 cancel=cancel)
+        ctx.check()
+        n_train, extra_params, extra_metrics = len(rows), {}, {}
+        files = [ctx.models_dir / f"tags-{req.backbone}-{uuid.uuid4().hex[:12]}.npz"]
+        head.save(files[0])
     scores = head.predict_proba(feats)
     scores[scores < STORE_MIN_SCORE] = 0.0  # as stored, so `evaluate` later gives the same figures
-    path = ctx.models_dir / f"tags-{req.backbone}-{uuid.uuid4().hex[:12]}.npz"
-    head.save(path)
     try:
-        return _store(conn, head, scores, ok, everything, row_of, test, tag_ids, names, req, features, path,
-                      skipped, len(rows), started, progress, cancel)
+        return _store(conn, head, scores, ok, everything, row_of, test, tag_ids, names, req, features, files[0],
+                      skipped, n_train, started, progress, cancel, extra_params, extra_metrics)
     except BaseException:
-        path.unlink(missing_ok=True)  # cancelled or failed: no model row, so no file either
+        for f in files:
+            f.unlink(missing_ok=True)  # cancelled or failed: no model row, so no file either
         raise
 
 
+def wants_finetune(options: dict) -> bool:
+    """`--finetune` / `--option finetune=true` (or an --intermediate project: double fine-tuning)."""
+    value = options.get("finetune")
+    on = value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+    return on or bool(options.get("intermediate"))
+
+
 def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, names, req, features, path,
-           skipped, n_train, started, progress, cancel) -> TrainResult:
+           skipped, n_train, started, progress, cancel, extra_params=None, extra_metrics=None) -> TrainResult:
     if cancel is not None and cancel.is_set():
         raise Cancelled("training cancelled")
     tags = [names[t] for t in tag_ids]
-    metrics: dict = {"oof_map": head.oof_map_}
+    metrics: dict = {"oof_map": head.oof_map_, **(extra_metrics or {})}
     test_rows, Y_test = tag_matrix(test, row_of, ok, tag_ids)
     if test_rows:
         metrics.update(evaluate_tags(Y_test, scores[test_rows], head.thresholds_, tags), n=len(test_rows))
@@ -99,7 +118,7 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
               "tag_thresholds": {str(t): float(v) for t, v in zip(tag_ids, head.thresholds_, strict=True)},
               "n_train": n_train, "skipped_tags": skipped,
               "summary": f"{len(tags)} tags, sigmoid head (BCE) on {on} {req.backbone} features",
-              "predictor": {"kind": "tags", "path": str(path), "features": features}}
+              "predictor": {"kind": "tags", "path": str(path), "features": features}, **(extra_params or {})}
     cache_dir = project_cache_dir(conn)  # model files are stored relative to it: the project can move
     params = json.loads(json.dumps(params, default=jsonable))
     stored = relative_params(cache_dir, params)  # the caller keeps the absolute paths in TrainResult.params
