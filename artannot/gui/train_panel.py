@@ -154,7 +154,7 @@ class TrainPanel(QWidget):
         self.result = QLabel("No class model trained yet")
         self.result.setStyleSheet("color: #37474f;")
         self.sources = QLabel("")
-        self.sources.setStyleSheet("color: #546e7a;")
+        self.sources.setStyleSheet("color: #546e7a; padding-right: 12px;")
         self.sources.setToolTip("Labels a curator confirmed (H) against labels from folder names, file-name rules,"
                                 " imports or accepted guesses — `auto` also tries training on the confirmed ones")
         self.candidates_button = QPushButton("Candidates")
