@@ -185,6 +185,7 @@ def test_import_folder_and_export_run_as_jobs(qtbot, tmp_path, demo_subset):
     with qtbot.waitSignal(w.export_finished, timeout=30_000) as blocker:
         w.export(tmp_path / "labels.csv", "csv")
     assert blocker.args[0] == N_IMAGES and (tmp_path / "labels.csv").is_file()
+    qtbot.waitUntil(lambda: not w.jobs.busy, timeout=10_000)  # else closing asks whether to cancel the job
     w.close()
 
 
