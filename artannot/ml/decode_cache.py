@@ -189,6 +189,8 @@ class DecodeCache:
 
         Raises ArtAnnotError / OSError for an unreadable file (failures are not cached: a file may come back).
         """
+        if not _SHA.fullmatch(sha or ""):  # no content hash to key it by: decoded, never cached
+            return recipe.decode(path)
         arr = self.get(sha, recipe)
         if arr is not None:
             return arr
