@@ -127,7 +127,19 @@ def collapsed(pred: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
-class SVMClassifier:
+class Standardised:
+    """mean_ and scale_ of the fitted scaler_ (what the torch heads and saliency baselines read)."""
+
+    @property
+    def mean_(self) -> np.ndarray:
+        return self.scaler_.mean_
+
+    @property
+    def scale_(self) -> np.ndarray:
+        return self.scaler_.scale_
+
+
+class SVMClassifier(Standardised):
     """Features -> class scores with an SVM whose multi-class scheme, kernel, C and gamma are chosen by CV.
 
     Two multi-class schemes compete in the grid: one-vs-rest (a binary SVM per class against the rest; its
@@ -313,14 +325,6 @@ class SVMClassifier:
 
         return Calibrated()
 
-    @property
-    def mean_(self) -> np.ndarray:
-        return self.scaler_.mean_
-
-    @property
-    def scale_(self) -> np.ndarray:
-        return self.scaler_.scale_
-
     def describe(self) -> str:
         """What was fitted, in a few words (the models table's summary)."""
         scheme = {"ovr": "one-vs-rest", "ovo": "one-vs-one"}[self.scheme_]
@@ -416,21 +420,13 @@ def ensemble_scores(scaled: list[np.ndarray]) -> np.ndarray:
     return np.log(np.maximum(p, 1e-300))
 
 
-class SVMMember:
+class SVMMember(Standardised):
     """One fitted setting (scheme, kernel, C, gamma) of an SVM as plain arrays, and its class scores."""
 
     def __init__(self, scheme, kernel, C, gamma, temperature, scaler, sv, dual, intercept, combine):
         self.scheme_, self.kernel_, self.C_, self.gamma_ = scheme, kernel, float(C), float(gamma)
         self.temperature_, self.scaler_ = float(temperature), scaler
         self.sv_, self.dual_, self.intercept_, self.combine_ = sv, dual, intercept, combine
-
-    @property
-    def mean_(self) -> np.ndarray:
-        return self.scaler_.mean_
-
-    @property
-    def scale_(self) -> np.ndarray:
-        return self.scaler_.scale_
 
     def head_margins(self, X: np.ndarray) -> np.ndarray:
         """Every binary head's margin, N × heads."""
