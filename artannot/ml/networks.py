@@ -21,6 +21,7 @@ from torch import nn
 
 from artannot.errors import Cancelled, ModelError
 from artannot.ml.backbones import BackboneSpec, get_spec, load_backbone
+from artannot.ml.decode_cache import decode_cache_for
 from artannot.ml.device import Runtime
 from artannot.ml.efficientnet_lite import EfficientNetLite
 from artannot.ml.features import FeatureCache, make_loader
@@ -317,8 +318,6 @@ def network_features(model: nn.Module, items: Sequence[tuple[str, str]], runtime
     if not todo:
         return feats, ok
     model = runtime.prepare(model).eval()
-    from artannot.ml.decode_cache import decode_cache_for
-
     loader = make_loader([items[i][0] for i in todo], None, spec.input_size, runtime, batch_size, spec=spec,
                          hashes=[hashes[i] for i in todo],
                          decode_cache=decode_cache_for(cache.path.parent) if cache is not None else None)

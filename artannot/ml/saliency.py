@@ -150,9 +150,11 @@ class SVMHead(nn.Module):
     def __init__(self, clf):
         super().__init__()
         members = getattr(clf, "members_", None) or [clf]
-        # several settings averaged: log of the mean of their calibrated softmaxes (decision_function's)
-        self.members = nn.ModuleList([SVMHead(m) for m in members]) if len(members) > 1 else None
-        self.temperatures = [float(m.temperature_) for m in members]
+        self.members = None
+        if len(members) > 1:  # several settings averaged: a head per setting, nothing of its own
+            self.members = nn.ModuleList([SVMHead(m) for m in members])
+            self.temperatures = [float(m.temperature_) for m in members]
+            return
         self.kernel = clf.kernel_
         self.gamma = float(clf.gamma_)
         self.scheme = getattr(clf, "scheme_", "ovr")

@@ -13,6 +13,7 @@ with no special case. This module sits below the tasks: it imports none of them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artannot.errors import Cancelled
+from artannot.errors import ArtAnnotError, Cancelled
 
 if TYPE_CHECKING:  # torch loads only when a run starts
     from artannot.ml.device import Runtime
@@ -152,10 +153,6 @@ def jsonable(value):
 def parse_options(items: Sequence[str]) -> dict:
     """Method options from KEY=VALUE strings (`train --option`, the Train dialog's Options field); values
     are read as JSON when they can be (3, 1e-4, false, [1, 10]), else kept as text."""
-    import json
-
-    from artannot.errors import ArtAnnotError
-
     options: dict = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -241,8 +241,6 @@ class SVMClassifier(Standardised):
                 self.members_.append(SVMMember(scheme, kernel, C, gamma, t, self.scaler_,
                                                *_export(heads, rows, combine, Xs)))
         self._adopt_first()
-        if len(self.members_) == 1:
-            self.temperature_ = settings[0][4]
         return self
 
     def _adopt_first(self) -> None:

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from artannot.errors import Cancelled
 from artannot.ml.arrays import load_npz, save_npz
 from artannot.ml.classify.classifiers import (
+    Standardised,
     cv_splits,
     one_blas_thread,
     quick_sklearn,
@@ -45,7 +46,7 @@ def row_space(X: np.ndarray) -> np.ndarray:
     return vt[keep].T
 
 
-class LinearProbe:
+class LinearProbe(Standardised):
     """Features -> class probabilities with an L2-regularised softmax regression; C chosen by CV accuracy."""
 
     def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), folds: int = 3, max_iter: int = 1000,
@@ -124,14 +125,6 @@ class LinearProbe:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities (softmax of the logits)."""
         return softmax(self.decision_function(X), axis=1)
-
-    @property
-    def mean_(self) -> np.ndarray:
-        return self.scaler_.mean_
-
-    @property
-    def scale_(self) -> np.ndarray:
-        return self.scaler_.scale_
 
     def params(self) -> dict:
         """The chosen C and the grid, for the models table."""

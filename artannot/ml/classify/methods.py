@@ -26,6 +26,7 @@ from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.ml.classify.linear import LinearProbe
 from artannot.ml.classify.suspects import out_of_fold_scores
 from artannot.ml.classify.training import Outcome, TrainData, gather, labelled_xy, store_outcome
+from artannot.ml.decode_cache import decode_cache_for
 from artannot.ml.device import Runtime, select_runtime
 from artannot.ml.features import FeatureCache, extract_features
 from artannot.ml.finetune import FineTuneConfig, FitResult, dist_info, fit
@@ -205,9 +206,11 @@ def _config(req: TrainRequest, recipe: str, **overrides) -> FineTuneConfig:
     return FineTuneConfig.from_options({**defaults, **req.options}, epochs=int(epochs), **overrides)
 
 
-def _samples(images: Images, class_ids: list[int]) -> list[tuple[str, int]]:
+def _samples(images: Images, class_ids: list[int]) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) of the images of these classes, and their sha256s in the same order."""
     index = {c: k for k, c in enumerate(class_ids)}
-    return [(path, index[c]) for _, path, _, c in images if c in index]
+    kept = [(path, sha, c) for _, path, sha, c in images if c in index]
+    return [(path, index[c]) for path, _, c in kept], [sha for _, sha, _ in kept]
 
 
 def fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Module, class_ids: list[int],
@@ -215,13 +218,10 @@ def fit_network(ctx: Context, req: TrainRequest, recipe: str, model: torch.nn.Mo
                  **overrides) -> tuple[FitResult, FineTuneConfig]:
     cfg = _config(req, recipe, **overrides)
     plan = layer_plan(model, recipe, req.options)
-    from artannot.ml.decode_cache import decode_cache_for
-
-    index = set(class_ids)
-    hashes = [sha for _, _, sha, c in [*fit_rows, *val_rows] if c in index]  # train then val, as fit reads them
-    result = fit(model, _samples(fit_rows, class_ids), _samples(val_rows, class_ids), cfg, ctx.runtime, plan,
-                 backbone=req.backbone, progress=progress, cancel=ctx.cancel,
-                 decode_cache=decode_cache_for(ctx.cache_dir), hashes=hashes)
+    train, train_sha = _samples(fit_rows, class_ids)
+    val, val_sha = _samples(val_rows, class_ids)
+    result = fit(model, train, val, cfg, ctx.runtime, plan, backbone=req.backbone, progress=progress,
+                 cancel=ctx.cancel, decode_cache=decode_cache_for(ctx.cache_dir), hashes=train_sha + val_sha)
     return result, cfg
 
 
