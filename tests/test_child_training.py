@@ -30,7 +30,8 @@ def test_window_training_runs_in_a_child_and_stores_a_model(qtbot, window, demo_
         pass
     result = done.args[0]
     assert seen  # progress reached the window
-    assert window.train_panel.progress.isHidden()  # the panel went back to idle as before
+    # the panel goes back to idle once the job's thread has ended (its `finished` follows `succeeded`)
+    qtbot.waitUntil(window.train_panel.progress.isHidden, timeout=10_000)
     with Project(demo_project) as p:
         assert p.active_model_id() == result.model_id
         n = p.conn.execute("SELECT COUNT(*) FROM predictions WHERE model_id = ?", (result.model_id,)).fetchone()[0]
