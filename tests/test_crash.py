@@ -22,7 +22,7 @@ from PIL import Image
 from artannot.data.importer import BATCH
 from artannot.ml.classify.classifiers import SVMClassifier
 from artannot.project import Project
-from artannot.store import repo
+from artannot.store import repo, staged
 from artannot.store.model_files import resolve_model_file
 from tests.shapes import make_shape_collection
 
@@ -44,10 +44,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 # The train CLI, paused at one point: 'checkpoint' half-way through writing the model file,
-# 'commit' inside the transaction that stores the model and its predictions.
+# 'commit' after the first chunk of the new model's predictions went in (store/staged.py: the model is pending).
 PAUSED_TRAIN = """
 import os, sys, time
-import artannot.store.repo as repo
+import artannot.store.staged as staged
 from artannot.cli import main
 def pause():
     print("PAUSED", flush=True)
@@ -58,11 +58,11 @@ if sys.argv[1] == "checkpoint":
         pause()
     os.fsync = half_written
 else:
-    real = repo.write_predictions
+    real = staged.add_rows
     def write_then_pause(*args, **kwargs):
         real(*args, **kwargs)
         pause()
-    repo.write_predictions = write_then_pause
+    staged.add_rows = write_then_pause
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -204,8 +204,16 @@ def test_killed_training_leaves_the_good_model_as_it_was(trained, stage):
     _wait_for_line(proc, "PAUSED")
     _kill(proc)
     with _checked(trained["path"]) as p:
-        assert p.active_model_id() == trained["model"]  # the killed run stored no model at all
+        assert p.active_model_id() == trained["model"]  # the killed run stored no model anyone sees
+        assert [m["id"] for m in p.models()] == [trained["model"]]
+        pending = [r[0] for r in p.conn.execute("SELECT id FROM models WHERE pending IS NOT NULL")]
+        if stage == "commit":  # its half-written rows are there, unlisted, until the next writer clears them
+            assert len(pending) == 1
+            assert p.conn.execute("SELECT COUNT(*) FROM predictions WHERE model_id = ?", pending).fetchone()[0] > 0
+            assert staged.clear_abandoned(p.conn) == pending
         assert p.conn.execute("SELECT COUNT(*) FROM models").fetchone()[0] == 1
+        assert p.conn.execute("SELECT COUNT(*) FROM predictions WHERE model_id != ?",
+                              (trained["model"],)).fetchone()[0] == 0
         state = _model_state(p, trained["model"])
         assert state["checkpoint"] == trained["checkpoint"] and state["digest"] == trained["digest"]
         assert [tuple(r) for r in state["predictions"]] == [tuple(r) for r in trained["predictions"]]

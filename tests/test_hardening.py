@@ -500,7 +500,8 @@ def test_migration_killed_mid_way_leaves_the_v3_project_whole(small, tmp_path, m
     monkeypatch.setattr(db, "SCHEMA_VERSION", 3)
     with Project.create(path) as p:
         p.import_folder(root)
-        p.set_label([p.images()[0].id], p.class_id("square"))
+        first = p.conn.execute("SELECT MIN(id) FROM images").fetchone()[0]  # p.images() reads schema-8 columns
+        p.set_label([first], p.class_id("square"))
         npz = p.cache_dir / "models" / "svm-old.npz"
         npz.parent.mkdir()
         npz.write_bytes(b"a model")

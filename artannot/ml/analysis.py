@@ -23,6 +23,7 @@ import numpy as np
 
 from artannot.errors import Cancelled, ModelError
 from artannot.store.files import atomic_write_bytes
+from artannot.store.staged import READY
 
 if TYPE_CHECKING:
     import torch
@@ -362,7 +363,7 @@ def per_class_scores(conn: sqlite3.Connection, model_id: int) -> dict[str, dict]
 def training_curves(conn: sqlite3.Connection) -> dict[int, list[dict]]:
     """Per-epoch curves (train/val loss and top-1) of every stored model that has them, by model id."""
     out = {}
-    for model_id, metrics in conn.execute("SELECT id, metrics FROM models ORDER BY id"):
+    for model_id, metrics in conn.execute(f"SELECT id, metrics FROM models WHERE {READY} ORDER BY id"):
         curves = json.loads(metrics or "{}").get("curves") or []
         if curves:
             out[int(model_id)] = curves

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from artannot.errors import ArtAnnotError, ModelError
+from artannot.store.staged import READY
 
 Progress = Callable[[int, int, str], None]
 
@@ -36,7 +37,7 @@ def newest_network_model(conn: sqlite3.Connection) -> int:
     """The newest stored model that has a fine-tuned network of its own (what `analysis` looks at by default)."""
     from artannot.ml.saliency import model_source
 
-    for (model_id,) in conn.execute("SELECT id FROM models ORDER BY id DESC"):
+    for (model_id,) in conn.execute(f"SELECT id FROM models WHERE {READY} ORDER BY id DESC"):
         try:
             if model_source(conn, int(model_id)).fine_tuned:
                 return int(model_id)

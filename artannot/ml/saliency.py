@@ -26,6 +26,7 @@ from torch import nn
 from artannot.errors import ModelError
 from artannot.ml.backbones import BackboneSpec, get_spec, imagenet_categories, load_backbone
 from artannot.store.model_files import model_predictor, project_cache_dir
+from artannot.store.staged import READY
 
 __all__ = [
     "COLORMAPS",
@@ -468,7 +469,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.5, cmap: s
 
 def default_model(conn: sqlite3.Connection) -> int | None:
     """The newest stored class model that has one network to explain (ensembles, tag models skipped), or None."""
-    for model_id, params in conn.execute("SELECT id, params FROM models ORDER BY id DESC"):
+    for model_id, params in conn.execute(f"SELECT id, params FROM models WHERE {READY} ORDER BY id DESC"):
         kind = (json.loads(params or "{}").get("predictor") or {}).get("kind")
         if kind not in ("ensemble", "tags"):
             return int(model_id)

@@ -17,6 +17,7 @@ from artannot.ml import classify, detect, tags
 from artannot.ml.task import Progress, Task, TrainRequest, TrainResult
 from artannot.store.model_files import project_cache_dir, resolve_model_file
 from artannot.store.models import model_task
+from artannot.store.staged import READY
 
 TASKS: dict[str, Task] = {t.name: t for t in (classify.TASK, tags.TASK, detect.TASK)}
 
@@ -63,7 +64,7 @@ def list_models(conn: sqlite3.Connection) -> list[dict]:
     out = []
     cache_dir = project_cache_dir(conn)
     for r in conn.execute("SELECT id, backbone, method, params, metrics, checkpoint, created_at FROM models"
-                          " ORDER BY id"):
+                          f" WHERE {READY} ORDER BY id"):
         params, metrics = json.loads(r["params"] or "{}"), json.loads(r["metrics"] or "{}")
         out.append({
             "id": r["id"], "task": task_of_model(r).name, "method": r["method"], "backbone": r["backbone"], "created_at": r["created_at"],

@@ -146,8 +146,16 @@ def _v7_negative_classes(conn: sqlite3.Connection) -> None:
     create_negative_schema(conn)
 
 
+def _v8_pending_models(conn: sqlite3.Connection) -> None:
+    """models.pending: a model whose rows are still being written (or erased) in short transactions is
+    listed nowhere until it is whole (store/staged.py)."""
+    from artannot.store.staged import create_pending_schema
+
+    create_pending_schema(conn)
+
+
 MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths, 5: _v5_proposals,
-                                    6: _v6_filter_index, 7: _v7_negative_classes}
+                                    6: _v6_filter_index, 7: _v7_negative_classes, 8: _v8_pending_models}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

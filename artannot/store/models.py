@@ -19,6 +19,7 @@ from pathlib import Path
 
 from artannot.errors import ModelError
 from artannot.store.db import write
+from artannot.store.staged import READY, erase_model, hide_model
 
 ACTIVE_KEY = "active_model"
 DETECTOR_KEY = "active_detector"
@@ -45,7 +46,7 @@ def _models_of(conn: sqlite3.Connection, task: str) -> list[tuple[int, dict]]:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     return [(int(r[0]), json.loads(r[3] or "{}"))
-            for r in conn.execute("SELECT id, method, params, metrics FROM models ORDER BY id")
+            for r in conn.execute(f"SELECT id, method, params, metrics FROM models WHERE {READY} ORDER BY id")
             if model_task(r[1], r[2]) == task]
 
 
@@ -62,7 +63,7 @@ def chosen_model_id(conn: sqlite3.Connection, task: str = "classify") -> int | N
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     if row is None or row[0] is None:
         return None
-    hit = conn.execute("SELECT id, method, params FROM models WHERE id = ?", (int(row[0]),)).fetchone()
+    hit = conn.execute(f"SELECT id, method, params FROM models WHERE id = ? AND {READY}", (int(row[0]),)).fetchone()
     return int(hit[0]) if hit and model_task(hit[1], hit[2]) == task else None
 
 
@@ -87,7 +88,7 @@ def set_active_model(conn: sqlite3.Connection, model_id: int | None) -> None:
         if model_id is None:
             conn.execute("DELETE FROM meta WHERE key = ?", (ACTIVE_KEY,))
             return
-        row = conn.execute("SELECT method, params FROM models WHERE id = ?", (model_id,)).fetchone()
+        row = conn.execute(f"SELECT method, params FROM models WHERE id = ? AND {READY}", (model_id,)).fetchone()
         if row is None:
             raise ModelError(f"no model with id {model_id} in this project")
         task = model_task(row[0], row[1])
@@ -104,7 +105,7 @@ def delete_model(conn: sqlite3.Connection, cache_dir: Path, model_id: int) -> li
     """
     from artannot.store.model_files import referenced_model_files
 
-    row = conn.execute("SELECT id FROM models WHERE id = ?", (model_id,)).fetchone()
+    row = conn.execute(f"SELECT id FROM models WHERE id = ? AND {READY}", (model_id,)).fetchone()
     if row is None:
         raise ModelError(f"no model with id {model_id} in this project")
     before = referenced_model_files(conn, cache_dir)
@@ -112,17 +113,8 @@ def delete_model(conn: sqlite3.Connection, cache_dir: Path, model_id: int) -> li
              if model_id in (json.loads(r[1] or "{}").get("predictor", {}).get("members") or [])]
     if users:
         raise ModelError(f"model {model_id} is a member of ensemble model {users[0]}; delete that one first")
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    with write(conn):
-        for table in ("predictions", "suspects", "tag_predictions"):
-            if table in tables:
-                conn.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
-        if "proposals" in tables:
-            from artannot.store.proposals import forget_model
-
-            forget_model(conn, model_id)
-        conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-        conn.execute("DELETE FROM meta WHERE key IN (?, ?) AND value = ?", (ACTIVE_KEY, DETECTOR_KEY, str(model_id)))
+    hide_model(conn, model_id)  # unlisted at once; its rows then go in short transactions (store/staged.py)
+    erase_model(conn, model_id)
     removed = []
     for path in before - referenced_model_files(conn, cache_dir):
         if path.exists():

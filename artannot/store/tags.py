@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from artannot.errors import ArtAnnotError
 from artannot.store.db import now, write
 from artannot.store.labels import SOURCES, TRAINABLE_SOURCES, new_event
+from artannot.store.staged import READY
 
 MAX_TAG_LENGTH = 64
 
@@ -245,15 +246,17 @@ def count_for_event(conn: sqlite3.Connection, event_id: int) -> int:
                         " + (SELECT COUNT(*) FROM tag_edits WHERE event_id = ?)", (event_id, event_id)).fetchone()[0]
 
 
+TAG_PREDICTION_SQL = "INSERT INTO tag_predictions(model_id, image_id, tag_id, score) VALUES (?, ?, ?, ?)"
+
+
 def write_tag_predictions(conn: sqlite3.Connection, model_id: int, rows: Iterable[tuple[int, int, float]]) -> None:
     """A tag model's (image id, tag id, score) rows (inside the caller's transaction)."""
-    conn.executemany("INSERT INTO tag_predictions(model_id, image_id, tag_id, score) VALUES (?, ?, ?, ?)",
-                     [(model_id, *r) for r in rows])
+    conn.executemany(TAG_PREDICTION_SQL, [(model_id, *r) for r in rows])
 
 
 def latest_tag_model_id(conn: sqlite3.Connection) -> int | None:
     """The newest tag model, or None."""
-    row = conn.execute("SELECT MAX(id) FROM models WHERE method = 'tags'").fetchone()
+    row = conn.execute(f"SELECT MAX(id) FROM models WHERE method = 'tags' AND {READY}").fetchone()
     return row[0] if row and row[0] is not None else None
 
 

@@ -176,13 +176,11 @@ def suspect_rows(data, outcome, labels: dict[int, int], never_suggest: frozenset
              int(outcome.class_ids[given[n]]), suggested[n]) for n in range(len(ids))]
 
 
-def store_suspects(conn: sqlite3.Connection, model_id: int, data, outcome) -> int:
-    """Score the labelled images of a finished run and store them with the model (inside its transaction)."""
+def model_suspect_rows(conn: sqlite3.Connection, data, outcome) -> list[tuple]:
+    """The suspect rows of a finished run: its labelled images scored against their current labels."""
     from artannot.store import queries
     from artannot.store.classes import negative_class_ids
     from artannot.store.labels import TRAINABLE_SOURCES
 
     labels = queries.current_labels(conn, TRAINABLE_SOURCES)
-    rows = suspect_rows(data, outcome, labels, frozenset(negative_class_ids(conn)))
-    queries.write_suspects(conn, model_id, rows)
-    return len(rows)
+    return suspect_rows(data, outcome, labels, frozenset(negative_class_ids(conn)))

@@ -2,12 +2,14 @@
 
 Every method (ml/classify/methods.py) gathers its data with `gather`, scores every image, and hands an `Outcome` to
 `store_outcome`, the one code path that writes a model row, its top-5 predictions for every image and its
-metrics (test top-1/top-5, per class, confusion, macro-F1, training curves) in one transaction: a model
-appears complete or not at all, and a cancelled run leaves nothing behind.
+metrics (test top-1/top-5, per class, confusion, macro-F1, training curves): a model appears complete or not
+at all (its rows go in short transactions while it is pending, store/staged.py), and a cancelled run leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -19,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from artannot.errors import Cancelled, ModelError
-from artannot.ml.classify.suspects import store_suspects
+from artannot.ml.classify.suspects import model_suspect_rows
 from artannot.ml.metrics import evaluate_ranked
 from artannot.ml.task import TrainResult, jsonable
-from artannot.store import repo
-from artannot.store.db import write
+from artannot.store import repo, staged
 from artannot.store.labels import TRAINABLE_SOURCES
 from artannot.store.model_files import (
     project_cache_dir,
@@ -33,6 +34,9 @@ from artannot.store.model_files import (
 
 Progress = Callable[[int, int, str], None]
 TOP_K = 5
+PREDICTION_SQL = "INSERT INTO predictions(model_id, image_id, rank, class_id, score) VALUES (?, ?, ?, ?, ?)"
+SUSPECT_SQL = ("INSERT INTO suspects(model_id, image_id, score, rank, flagged, reliable, class_id, suggested_id)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass(frozen=True)
@@ -165,15 +169,21 @@ def store_outcome(conn: sqlite3.Connection, data: TrainData, outcome: Outcome, *
     cache_dir = project_cache_dir(conn)  # model files are stored relative to it: the project can move
     stored = relative_params(cache_dir, params)  # the caller keeps the absolute paths in TrainResult.params
     checkpoint = relative_model_file(cache_dir, outcome.checkpoint)
-    if progress is not None:
-        progress(1, 1, "saving predictions")
-    with write(conn):  # the model appears complete, with its predictions, or not at all
-        model_id = repo.add_model(conn, backbone=outcome.backbone, method=outcome.method,
-                                  classes=outcome.class_ids, params=stored)
-        repo.write_predictions(conn, model_id, rows)
-        fields = {"metrics": metrics} | ({"checkpoint": checkpoint} if checkpoint else {})
-        repo.update_model(conn, model_id, **fields)
-        store_suspects(conn, model_id, data, outcome)  # labels most likely wrong, by this model
+    suspects = model_suspect_rows(conn, data, outcome)  # labels most likely wrong, by this model
+    fields = {"metrics": json.dumps(metrics, default=jsonable), "checkpoint": checkpoint}
+    # the model appears complete, with its predictions and suspects, or not at all; written in short
+    # transactions while it is pending, so that a curator's label edit never waits seconds (store/staged.py)
+    model_id = staged.begin_model(conn, backbone=outcome.backbone, method=outcome.method,
+                                  classes=outcome.class_ids, params=json.dumps(stored))
+    try:
+        staged.add_rows(conn, PREDICTION_SQL, ((model_id, *r) for r in rows), cancel=cancel, progress=progress,
+                        total=len(rows) + len(suspects), stage="saving predictions")
+        staged.add_rows(conn, SUSPECT_SQL, ((model_id, *r) for r in suspects), cancel=cancel)
+        staged.finish_model(conn, model_id, **fields)
+    except BaseException:
+        with contextlib.suppress(Exception):  # a full disk may refuse this too: the next writer clears it
+            staged.erase_model(conn, model_id)
+        raise
     return TrainResult(model_id, metrics, params, seconds, outcome.method)
 
 

@@ -12,6 +12,7 @@ train (and val) split; the tags an annotated image does not carry are its negati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -26,9 +27,8 @@ from artannot.errors import Cancelled, ModelError
 from artannot.ml.device import select_runtime
 from artannot.ml.tags.multilabel import TagHead, evaluate_tags
 from artannot.ml.task import Context, TrainResult, jsonable
-from artannot.store import repo
+from artannot.store import repo, staged
 from artannot.store import tags as tag_store
-from artannot.store.db import write
 from artannot.store.model_files import project_cache_dir, relative_model_file, relative_params
 
 MIN_POSITIVES = 2  # a tag needs this many tagged training images (and one untagged) to be learned
@@ -127,10 +127,19 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
             for r in np.flatnonzero(ok) for k in np.flatnonzero(scores[r])]
     if progress is not None:
         progress(1, 1, "saving tag predictions")
-    with write(conn):  # the model appears with all its predictions, or not at all
-        model_id = repo.add_model(conn, backbone=req.backbone, method="tags", classes=tag_ids, params=stored)
-        tag_store.write_tag_predictions(conn, model_id, rows)
-        repo.update_model(conn, model_id, metrics=metrics, checkpoint=relative_model_file(cache_dir, path))
+    # the model appears with all its predictions, or not at all: written in short transactions while it is
+    # pending (store/staged.py), so that label edits meanwhile never wait long
+    model_id = staged.begin_model(conn, backbone=req.backbone, method="tags", classes=tag_ids,
+                                  params=json.dumps(stored))
+    try:
+        staged.add_rows(conn, tag_store.TAG_PREDICTION_SQL, ((model_id, *r) for r in rows), cancel=cancel,
+                        progress=progress, total=len(rows), stage="saving tag predictions")
+        staged.finish_model(conn, model_id, metrics=json.dumps(metrics),
+                            checkpoint=relative_model_file(cache_dir, path))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            staged.erase_model(conn, model_id)
+        raise
     return TrainResult(model_id, metrics, params, metrics["seconds"], "tags")
 
 
