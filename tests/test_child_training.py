@@ -40,6 +40,8 @@ def test_window_training_runs_in_a_child_and_stores_a_model(qtbot, window, demo_
     assert "artannot-training" in children()  # it ran in the child, kept warm for the next training ...
     warm = child_module._WARM["training"]
     assert warm.process.pid != os.getpid() and warm.usable
+    if hasattr(os, "getpriority"):  # it yields the CPU to the window: a key press is served first
+        assert os.getpriority(os.PRIO_PROCESS, warm.process.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 1
     window.close()
     qtbot.waitUntil(lambda: "artannot-training" not in children(), timeout=10_000)  # ... until the window closes
 

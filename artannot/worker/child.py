@@ -30,6 +30,10 @@ from artannot.errors import ArtAnnotError, Cancelled
 Progress = Callable[[int, int, str], None]
 GRACE_S = 2.0  # a cancelled child has this long to stop at its next check before it is terminated
 PROGRESS_EVERY_S = 0.05  # the child sends at most this often (plus every stage change and the last step)
+# The child runs at a lower CPU priority (and its DataLoader workers with it): on a machine with few cores the
+# scheduler then gives the window's thread the CPU first when a curator presses a key, and training takes
+# what is left. 0 keeps the parent's priority.
+CHILD_NICE = int(os.environ.get("ARTANNOT_TRAIN_NICE", "10"))
 
 
 def _resolve(target: str) -> Callable:
@@ -42,6 +46,9 @@ def _child_main(conn, requests, cancel) -> None:
     stage)* then one final message; None (or the parent gone) ends the process."""
     if hasattr(os, "setsid"):  # a process group of its own: ending it ends its workers too (a DataLoader's)
         os.setsid()
+    if CHILD_NICE > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICE)
     while True:
         try:
             request = requests.recv()
