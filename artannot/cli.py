@@ -63,7 +63,7 @@ def cmd_import(args) -> int:
     bar = ProgressBar()
     with _open(args.project) as project:
         report = project.import_folder(args.src, labels_from=args.labels_from, split=args.split,
-                                       vocabulary=args.vocabulary, progress=bar)
+                                       vocabulary=args.vocabulary, progress=bar, thumbnails=not args.no_thumbnails)
     bar.close()
     for line in report.notes():
         print(line, file=sys.stderr)
@@ -492,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder | filename | none | csv:FILE | coco:FILE | voc:DIR | yolo:DIR | labelme:DIR")
     s.add_argument("--split", default="auto", choices=["train", "test", "auto"])
     s.add_argument("--vocabulary", help="class names for --labels-from filename, one per line")
+    s.add_argument("--no-thumbnails", action="store_true",
+                   help="do not make the grid's thumbnails during the import (the grid makes them when shown)")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("train", help="train a model on the curated labels")

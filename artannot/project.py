@@ -89,14 +89,17 @@ class Project:
     # ---- import -----------------------------------------------------------------------------------
     def import_folder(self, src: str | Path, *, labels_from: str = "folder", split: str = "auto",
                       vocabulary: str | Path | None = None, progress: Progress | None = None,
-                      cancel: threading.Event | None = None, unlabelled_folders: Sequence[str] = ()):
+                      cancel: threading.Event | None = None, unlabelled_folders: Sequence[str] = (),
+                      thumbnails: bool = True):
         """Add a folder's images with labels from folder names, file names, none, or a label file
-        (`csv:FILE`, `coco:FILE`, `voc:DIR`, `yolo:DIR`, `labelme:DIR`: labels, boxes and splits)."""
+        (`csv:FILE`, `coco:FILE`, `voc:DIR`, `yolo:DIR`, `labelme:DIR`: labels, boxes and splits);
+        thumbnails: make each new image's grid thumbnail now, in the probing threads."""
         from artannot.data.formats import READERS, iter_annotations
         from artannot.data.importer import import_annotations, import_folder
         from artannot.data.rules import Vocabulary
 
         vocab = Vocabulary.from_file(vocabulary) if vocabulary else None
+        thumbs = self.cache_dir / "thumbs" if thumbnails else None
         kind, _, arg = labels_from.partition(":")
         if kind in READERS:
             if not arg:
@@ -107,11 +110,12 @@ class Project:
             annotations = iter_annotations(kind, arg, src)  # consumed whole before the first write
             return import_annotations(self.conn, src, annotations, vocabulary=vocab, split=split,
                                       description=f"labels from {kind} {Path(arg).name}", progress=progress,
-                                      cancel=cancel)
+                                      cancel=cancel, thumbnails=thumbs)
         if vocab is not None:
             repo.ensure_classes(self.conn, vocab.classes)
         return import_folder(self.conn, src, labels_from=labels_from, vocabulary=vocab, split=split,
-                             progress=progress, cancel=cancel, unlabelled_folders=unlabelled_folders)
+                             progress=progress, cancel=cancel, unlabelled_folders=unlabelled_folders,
+                             thumbnails=thumbs)
 
     def set_split(self, image_ids: Sequence[int], split: str) -> int:
         """Move images to train, val or test (committed at once); returns how many changed."""

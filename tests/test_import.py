@@ -134,3 +134,29 @@ def test_cancelled_import_keeps_committed_batches_consistent(tmp_path):
         assert p.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         again = p.import_folder(tmp_path / "c")
         assert again.added + n == 36 and again.already_known == n
+
+
+def test_import_makes_the_grid_thumbnails_in_its_probing_threads_unless_told_not_to(tmp_path):
+    from PIL import Image
+
+    from artannot.cli import main
+    from artannot.data.images import GRID_THUMB_PX, thumbnail_path
+
+    root = make_shape_collection(tmp_path / "art", per_class=3, kinds=("circle", "square"))
+    (root / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    path = tmp_path / "p.artannot"
+    with Project.create(path) as p:
+        report = p.import_folder(root)
+        assert report.added == 6 and len(report.failed) == 1
+        thumbs = p.cache_dir / "thumbs"
+        for im in p.images():
+            made = thumbnail_path(im.sha256, thumbs, GRID_THUMB_PX)
+            with Image.open(made) as t:  # a real JPEG of the grid's size, as the grid would make it
+                assert max(t.size) == GRID_THUMB_PX
+        assert len(list(thumbs.rglob("*.jpg"))) == 6  # none for the file that could not be read
+    other = tmp_path / "q.artannot"
+    Project.create(other).close()
+    assert main(["import", str(other), str(root), "--no-thumbnails"]) == 0
+    with Project(other) as q:
+        assert len(q.images()) == 6
+        assert not list((q.cache_dir / "thumbs").rglob("*.jpg"))

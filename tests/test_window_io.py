@@ -137,3 +137,12 @@ def test_recent_projects_come_back_from_settings(qtbot, tmp_path, small):
     w.recent_menu.actions()[1].trigger()
     assert w.project.path.resolve() == path.resolve()
     w.set_project(None)
+
+
+def test_import_dialog_passes_the_thumbnails_choice(qtbot, tmp_path):
+    d = ImportDialog(start_dir=tmp_path)
+    qtbot.addWidget(d)
+    d.folder.setText(str(tmp_path))
+    assert d.options()["thumbnails"] is True  # made during the import by default
+    d.thumbnails.setChecked(False)
+    assert d.options()["thumbnails"] is False

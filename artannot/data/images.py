@@ -195,6 +195,9 @@ def probe_image(path: PathArg, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         return ImageInfo(width, height, fmt, mode, n_frames)
 
 
+GRID_THUMB_PX = 160  # the grid's thumbnails, as cached on disk (made at import, else when first shown)
+
+
 def make_thumbnail(path: PathArg, size: int = 160, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Upright RGB thumbnail whose longer side is exactly `size`, decoded as cheaply as the format allows."""
     if size < 1:

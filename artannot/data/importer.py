@@ -7,6 +7,7 @@ commits them in batches together with what they are given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,7 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from artannot.data.formats import Annotation, Box, check_tags, printable, quoted
-from artannot.data.images import is_image_path, not_regular_reason, probe_image, sha256_file
+from artannot.data.images import (
+    GRID_THUMB_PX,
+    is_image_path,
+    not_regular_reason,
+    probe_image,
+    save_thumbnail_cached,
+    sha256_file,
+)
 from artannot.data.rules import Vocabulary
 from artannot.data.splits import stratified_split
 from artannot.errors import ArtAnnotError, ImportFormatError
@@ -168,10 +176,12 @@ def import_folder(
     progress: Progress | None = None,
     cancel=None,
     unlabelled_folders: Sequence[str] = (),
+    thumbnails: str | Path | None = None,
 ) -> ImportReport:
     """Add the images under src that the project does not know yet; never overwrite a curator's label.
 
     unlabelled_folders: sub-folder names (any case, e.g. `unsorted`) whose images get no label from the folder.
+    thumbnails: a thumbnail cache folder: each new image's grid thumbnail is made there by the probing threads.
     A file name whose words name two classes is left unlabelled and listed in report.ambiguous."""
     if labels_from not in LABEL_MODES:
         raise ImportFormatError(f"--labels-from must be one of {', '.join(LABEL_MODES)}, csv:FILE, coco:FILE,"
@@ -202,7 +212,7 @@ def import_folder(
 
     _import(conn, root, item_for, report, source="rule", relabel_known=False, split=split,
             description=f"labels from {labels_from} names on import of {root.name}", progress=progress,
-            cancel=cancel)
+            cancel=cancel, thumbnails=thumbnails)
     return report
 
 
@@ -217,6 +227,7 @@ def import_annotations(
     description: str = "labels from annotations",
     progress: Progress | None = None,
     cancel=None,
+    thumbnails: str | Path | None = None,
 ) -> ImportReport:
     """Add the images under images_root with the labels, boxes, splits and tags that annotations give them.
 
@@ -260,7 +271,7 @@ def import_annotations(
     }
     seen = _import(conn, root, items.get, report, source=source, relabel_known=True, split=split,
                    description=f"{description} on import of {root.name}", progress=progress, cancel=cancel,
-                   scanned=(files, not_files))
+                   scanned=(files, not_files), thumbnails=thumbnails)
     if report.cancelled:  # only the classes the committed batches created
         report.new_classes = [n for n in report.new_classes if n in _class_names(conn)]
     if not report.cancelled:
@@ -349,10 +360,15 @@ def _db_path(rel: str) -> str | bytes:
     return rel
 
 
-def _probe_and_hash(path: Path, rel: str) -> tuple[object, str | None, str | None]:
-    """(image info, sha256, None) for a readable image, else (None, None, the one-line reason)."""
+def _probe_and_hash(path: Path, rel: str, thumbnails: Path | None = None) -> tuple[object, str | None, str | None]:
+    """(image info, sha256, None) for a readable image, else (None, None, the one-line reason); with a
+    thumbnail folder, the grid's thumbnail is made too (one that fails is made later, by the grid)."""
     try:
-        return probe_image(path), sha256_file(path), None
+        info, digest = probe_image(path), sha256_file(path)
+        if thumbnails is not None:
+            with contextlib.suppress(ArtAnnotError, OSError, ValueError):
+                save_thumbnail_cached(path, digest, thumbnails, size=GRID_THUMB_PX)
+        return info, digest, None
     except ArtAnnotError as exc:
         return None, None, str(exc)
     except OSError as exc:
@@ -372,6 +388,7 @@ def _import(
     progress: Progress | None,
     cancel,
     scanned: tuple[list[Path], list[tuple[str, str]]] | None = None,
+    thumbnails: str | Path | None = None,
 ) -> set[str]:
     """The one import loop: probe new files, commit them in batches with their labels, boxes and tags.
 
@@ -444,6 +461,7 @@ def _import(
     seen: set[str] = set()
     reappeared: list[int] = []
     rels = [path.relative_to(root).as_posix() for path in files]
+    thumbs = Path(thumbnails) if thumbnails is not None else None
     pool = ThreadPoolExecutor(max_workers=PROBE_WORKERS) if PROBE_WORKERS > 1 else None
     probes: dict[int, Future] = {}
     ahead = 0  # files[:ahead] are submitted
@@ -451,10 +469,10 @@ def _import(
     def probe(k: int) -> tuple[object, str | None, str | None]:
         nonlocal ahead
         if pool is None:
-            return _probe_and_hash(files[k], rels[k])
+            return _probe_and_hash(files[k], rels[k], thumbs)
         while ahead < min(len(files), k + PROBE_AHEAD):
             if rels[ahead] not in known:
-                probes[ahead] = pool.submit(_probe_and_hash, files[ahead], rels[ahead])
+                probes[ahead] = pool.submit(_probe_and_hash, files[ahead], rels[ahead], thumbs)
             ahead += 1
         return probes.pop(k).result()
 

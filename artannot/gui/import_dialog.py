@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -74,6 +75,8 @@ class ImportDialog(QDialog):
         self.split = QComboBox()
         for data, text in SPLITS:
             self.split.addItem(text, data)
+        self.thumbnails = QCheckBox("Make the grid's thumbnails now (slower import, instant scrolling)")
+        self.thumbnails.setChecked(True)
         self.error = QLabel("")
         self.error.setStyleSheet("color: #c62828;")
         self.error.setWordWrap(True)
@@ -87,6 +90,7 @@ class ImportDialog(QDialog):
         form.addRow("", self.classes)
         form.addRow("Unlabelled sub-folders", self.unlabelled)
         form.addRow("Split", self.split)
+        form.addRow("", self.thumbnails)
         self.form = form
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
@@ -151,7 +155,8 @@ class ImportDialog(QDialog):
         self.accept()
 
     def options(self) -> dict:
-        """src, labels_from, split, vocabulary (a file), vocabulary_text (typed lines), unlabelled_folders."""
+        """src, labels_from, split, vocabulary (a file), vocabulary_text (typed lines), unlabelled_folders,
+        thumbnails."""
         data = self.source.currentData()
         labels_from = f"{data}:{self.label_file.text().strip()}" if self._kind() else data
         return {
@@ -162,6 +167,7 @@ class ImportDialog(QDialog):
             "vocabulary_text": self.classes.toPlainText().strip() if data == "filename" else "",
             "unlabelled_folders": [n.strip() for n in self.unlabelled.text().split(",") if n.strip()]
             if data == "folder" else [],
+            "thumbnails": self.thumbnails.isChecked(),
         }
 
 

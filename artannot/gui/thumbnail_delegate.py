@@ -26,10 +26,11 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from artannot.data.images import GRID_THUMB_PX
 from artannot.store.repo import ClassInfo, ImageRow
 
 THUMB_PX = 144  # drawn size of a thumbnail's longer side
-CACHE_PX = 160  # size written to the on-disk thumbnail cache
+CACHE_PX = GRID_THUMB_PX  # size written to the on-disk thumbnail cache (the importer makes them too)
 CELL = QSize(THUMB_PX + 16, THUMB_PX + 48)
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # the ImageRow
 THUMB_ROLE = Qt.ItemDataRole.UserRole + 2  # QPixmap, or None while loading / on error (asks for a load)
