@@ -377,3 +377,19 @@ def test_grid_paints_fast_with_big_selection(qtbot, window):
     ids = window.grid.selected_ids()
     assert len(ids) == N and len(window.grid.selectionModel().selection()) <= 2  # ranges, not N indexes
     QApplication.processEvents()
+
+
+def test_selecting_scattered_ids_selects_exactly_them_in_a_few_ranges(qtbot, window):
+    """A lasso on the map hands the grid thousands of ids: they become one selection range per run of
+    neighbours, the current image first; ids the grid's filter hides are left out."""
+    from artannot.gui.thumbnail_grid import row_runs
+
+    assert row_runs([5, 3, 4, 9, 10, 1, 4]) == [(1, 1), (3, 5), (9, 10)]
+    assert row_runs([]) == []
+    grid, model = window.grid, window.grid.thumbnail_model()
+    ids = model.ids()
+    chosen = [int(ids[k]) for k in (3, 4, 5, 10, 11, 20)] + [10**9]  # the last is no image at all
+    assert grid.select_ids(chosen, current=int(ids[10])) == 6
+    assert sorted(grid.selected_ids()) == sorted(chosen[:-1])
+    assert grid.currentIndex().row() == 10
+    assert len(grid.selectionModel().selection()) == 3  # 3-5, 10-11, 20

@@ -299,3 +299,27 @@ def test_per_tag_precision_of_a_tag_model(qtbot, window):
     train = TrainDialog(window, models=p.models(), method="tags")
     qtbot.addWidget(train)
     assert train.options()["method"] == "tags" and "sigmoid" in train.about.text()
+
+
+def test_lasso_on_many_points_answers_exactly_as_casting_every_point():
+    """The map's lasso decides most of 50k points by a grid of cells; the answer is the plain ray cast's,
+    for round lassos, spiky ones and ones that cross themselves."""
+    from artannot.gui.tsne_map import EXACT_BELOW, _crossings, points_in_polygon
+
+    rng = np.random.default_rng(1)
+    xy = rng.normal(size=(50_000, 2)).astype(np.float32)
+    candidates = []
+    for trial in range(12):
+        n = int(rng.integers(3, 250))
+        if trial % 3 == 0:  # crossing itself
+            poly = rng.uniform(-2, 2, size=(n, 2))
+        else:  # a star: spikes thinner than a cell
+            angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+            radii = rng.uniform(0.1, 2.5, n)
+            poly = np.c_[radii * np.cos(angles), radii * np.sin(angles)]
+        lo, hi = poly.min(0), poly.max(0)
+        candidates.append(int(((xy >= lo) & (xy <= hi)).all(1).sum()))
+        fast = points_in_polygon(xy, poly)
+        plain = _crossings(xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64), poly)
+        assert np.array_equal(fast, plain), trial
+    assert sum(c >= EXACT_BELOW for c in candidates) >= 8  # most lassos took the grid path

@@ -56,15 +56,9 @@ def _embed_job(path: Path, model_id: int | None, progress, cancel: threading.Eve
         return p.embedding(model_id=model_id, progress=progress, cancel=cancel)
 
 
-def points_in_polygon(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Boolean mask of the points inside a closed polygon (even-odd ray casting, vectorized)."""
-    inside = np.zeros(len(xy), dtype=bool)
-    if len(poly) < 3 or not len(xy):
-        return inside
-    lo, hi = poly.min(0), poly.max(0)
-    box = np.flatnonzero((xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1]))
-    x, y = xy[box, 0], xy[box, 1]
-    hit = np.zeros(len(box), dtype=bool)
+def _crossings(x: np.ndarray, y: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting of points against a closed polygon, one vectorised pass per edge."""
+    hit = np.zeros(len(x), dtype=bool)
     x0, y0 = poly[:, 0], poly[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     for a, b, c, d in zip(x0, y0, x1, y1, strict=True):
@@ -72,6 +66,72 @@ def points_in_polygon(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             xint = a + (y - b) * (c - a) / (d - b)
         hit ^= crosses & (x < xint)
+    return hit
+
+
+RASTER_PX = 512  # the lasso's grid: points in cells no edge crosses are decided by a lookup
+EXACT_BELOW = 4000  # fewer candidate points than this: every one by ray casting
+
+
+def _cell_parity(poly_u: np.ndarray, n: int) -> np.ndarray:
+    """Even-odd state at the centre of each cell of an n×n grid (polygon in cell units), by scanlines."""
+    yc = np.arange(n) + 0.5
+    a, b = poly_u[:, 0][:, None], poly_u[:, 1][:, None]
+    c, d = np.roll(poly_u[:, 0], -1)[:, None], np.roll(poly_u[:, 1], -1)[:, None]
+    crosses = (b > yc) != (d > yc)  # edges × rows
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xint = a + (yc - b) * (c - a) / (d - b)
+    edge, row = np.nonzero(crosses)
+    # a crossing at xint counts for the cells whose centre lies left of it: columns 0 .. ceil(xint - 0.5) - 1
+    stop = np.clip(np.ceil(xint[edge, row] - 0.5), 0, n).astype(np.int64)
+    counts = np.zeros((n, n + 1), dtype=np.int32)
+    np.add.at(counts, (row, np.zeros_like(row)), 1)
+    np.add.at(counts, (row, stop), -1)
+    return (np.cumsum(counts, axis=1)[:, :n] % 2).astype(bool)
+
+
+def _edge_cells(poly_u: np.ndarray, n: int) -> np.ndarray:
+    """Cells an edge passes through, and their neighbours (sampled at a quarter cell along each edge)."""
+    start, end = poly_u, np.roll(poly_u, -1, axis=0)
+    steps = np.maximum(np.ceil(4 * np.abs(end - start).max(1)).astype(np.int64), 1)
+    k = np.repeat(np.arange(len(poly_u)), steps + 1)
+    t = np.concatenate([np.linspace(0.0, 1.0, s + 1) for s in steps])
+    pts = start[k] + (end[k] - start[k]) * t[:, None]
+    cells = np.clip(np.floor(pts).astype(np.int64), 0, n - 1)
+    near = np.zeros((n, n), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near[np.clip(cells[:, 1] + dy, 0, n - 1), np.clip(cells[:, 0] + dx, 0, n - 1)] = True
+    return near
+
+
+def points_in_polygon(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Boolean mask of the points inside a closed polygon (even-odd rule).
+
+    Points outside its bounding box are out. With many candidates, the box is cut into RASTER_PX cells a side:
+    in a cell no edge passes through (nor near), every point has the state of the cell's centre, found once
+    per cell by scanlines; only the points in cells along the edges are cast against every edge. The answer
+    is the same as casting every point; a 200-vertex lasso over 100k points costs a few milliseconds.
+    """
+    inside = np.zeros(len(xy), dtype=bool)
+    if len(poly) < 3 or not len(xy):
+        return inside
+    poly = np.asarray(poly, dtype=np.float64)
+    lo, hi = poly.min(0), poly.max(0)
+    box = np.flatnonzero((xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1]))
+    x, y = xy[box, 0].astype(np.float64), xy[box, 1].astype(np.float64)
+    if len(box) < EXACT_BELOW:
+        inside[box] = _crossings(x, y, poly)
+        return inside
+    n = RASTER_PX
+    scale = n / np.maximum(hi - lo, 1e-12)
+    poly_u = (poly - lo) * scale
+    parity, near = _cell_parity(poly_u, n), _edge_cells(poly_u, n)
+    cx = np.clip(np.floor((x - lo[0]) * scale[0]).astype(np.int64), 0, n - 1)
+    cy = np.clip(np.floor((y - lo[1]) * scale[1]).astype(np.int64), 0, n - 1)
+    hit = parity[cy, cx]
+    edge = np.flatnonzero(near[cy, cx])
+    hit[edge] = _crossings(x[edge], y[edge], poly)
     inside[box] = hit
     return inside
 
