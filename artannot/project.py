@@ -14,7 +14,7 @@ from artannot.ml import tasks
 from artannot.store import labels as label_store
 from artannot.store import repo
 from artannot.store import tags as tag_store
-from artannot.store.db import connect
+from artannot.store.db import Checkpointer, connect
 from artannot.store.lock import ProjectLock
 from artannot.store.models import model_task
 
@@ -28,7 +28,8 @@ class Project:
     """One open project file, used from one thread (open another Project per thread)."""
 
     def __init__(self, path: str | Path, *, create: bool = False, exclusive: bool = False):
-        """Open (or create) a project; exclusive=True, for the app window, refuses a second app on it.
+        """Open (or create) a project; exclusive=True, for the app window, refuses a second app on it and
+        moves the write-ahead log's checkpoints off its commits (store/db.py Checkpointer).
 
         Other processes (the CLI, scripts) may use the project at the same time: see store/lock.py.
         """
@@ -36,6 +37,7 @@ class Project:
         if create and self.path.suffix != SUFFIX:
             raise ProjectError(f"project files end in {SUFFIX}: try {self.path.with_suffix(SUFFIX).name}")
         self._lock: ProjectLock | None = None
+        self._checkpointer: Checkpointer | None = None
         conn = None
         try:
             if exclusive and not create and self.path.exists():
@@ -47,6 +49,8 @@ class Project:
             self.cache_dir.mkdir(exist_ok=True)
             if not create:
                 self._clean_model_folder(conn)
+            if exclusive:
+                self._checkpointer = Checkpointer(conn)
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -76,6 +80,8 @@ class Project:
 
     def close(self) -> None:
         """Close this thread's connection (and let another app window open the project)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.conn.close()
         if self._lock is not None:
             self._lock.release()

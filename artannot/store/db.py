@@ -313,3 +313,50 @@ def storage_error(exc: sqlite3.DatabaseError, path: Path | None, *, opening: boo
         hint = backup_hint(path) if path is not None else "restore it from a backup"
         return ProjectError(f"{where} is damaged ({exc}); {hint}")
     return None
+
+
+class Checkpointer:
+    """Copies the write-ahead log into the database from its own thread, so that a commit never does it.
+
+    In WAL mode with synchronous=NORMAL a commit only appends to the log; about every 1000 pages the
+    committing connection checkpoints, and that fsyncs the database: measured, 1 % of a curator's label edits
+    took 7–35 ms instead of 0.2 ms. The window's connection turns that off (`wal_autocheckpoint = 0`) and
+    this thread, on a connection of its own, runs a PASSIVE checkpoint (it never blocks readers or writers)
+    whenever the log has grown past `pages` pages. Other processes on the project keep SQLite's default.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, every_s: float = 1.0, pages: int = 1000):
+        self.path = _db_path(conn)
+        self.every_s, self.pages, self.done = every_s, pages, 0
+        self._stop = threading.Event()
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+        if self.path is not None and str(self.path):  # a file (not :memory:)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._thread.start()
+
+    def _log_pages(self) -> int:
+        try:
+            return os.path.getsize(f"{self.path}-wal") // self._page_size
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=1.0, check_same_thread=True)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(self.every_s):
+                if self._log_pages() >= self.pages:
+                    with contextlib.suppress(sqlite3.Error):  # busy or gone: the next round tries again
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        self.done += 1
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the thread (before the window's connection closes, which checkpoints one last time)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
