@@ -447,14 +447,16 @@ def current_labels(conn: sqlite3.Connection, sources: Sequence[str]) -> dict[int
         list(sources))}
 
 
+SUSPECT_SQL = ("INSERT INTO suspects(model_id, image_id, score, rank, flagged, reliable, class_id, suggested_id)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def write_suspects(conn: sqlite3.Connection,
                    model_id: int, rows: Iterable[tuple[int, float, int, int, int, int, int]]) -> None:
     """Store a model's (image id, score, rank, flagged, reliable, class id, suggested id) rows."""
     with write(conn):
         conn.execute("DELETE FROM suspects WHERE model_id = ?", (model_id,))
-        conn.executemany(
-            "INSERT INTO suspects(model_id, image_id, score, rank, flagged, reliable, class_id, suggested_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ((model_id, *r) for r in rows))
+        conn.executemany(SUSPECT_SQL, ((model_id, *r) for r in rows))
 
 
 @dataclass(frozen=True)

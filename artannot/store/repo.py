@@ -195,16 +195,16 @@ def get_model(conn: sqlite3.Connection, model_id: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
 
 
+PREDICTION_SQL = "INSERT INTO predictions(model_id, image_id, rank, class_id, score) VALUES (?, ?, ?, ?, ?)"
+
+
 def write_predictions(
     conn: sqlite3.Connection, model_id: int, rows: Iterable[tuple[int, int, int, float]]
 ) -> None:
     """Replace a model's predictions with (image id, rank, class id, score) rows."""
     with write(conn):
         conn.execute("DELETE FROM predictions WHERE model_id = ?", (model_id,))
-        conn.executemany(
-            "INSERT INTO predictions(model_id, image_id, rank, class_id, score) VALUES (?, ?, ?, ?, ?)",
-            ((model_id, i, r, c, s) for i, r, c, s in rows),
-        )
+        conn.executemany(PREDICTION_SQL, ((model_id, i, r, c, s) for i, r, c, s in rows))
 
 
 def top_predictions(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float]]:

@@ -18,11 +18,13 @@ that are older than a day (the process id may have been reused).
 from __future__ import annotations
 
 import calendar
+import contextlib
+import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import islice
 
 from artannot.errors import Cancelled
@@ -40,11 +42,29 @@ def create_pending_schema(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE models ADD COLUMN pending INTEGER")
 
 
+def write_model(conn: sqlite3.Connection, *, backbone: str, method: str, classes: Iterable[int], params: str,
+                parts: Sequence[tuple[str, Sequence[tuple]]], metrics: str, checkpoint: str | None,
+                cancel: threading.Event | None = None, progress=None, stage: str = "saving") -> int:
+    """A whole model: its row, then each (INSERT sql, rows without the model id) part in short transactions,
+    then its figures; erased again if anything fails or is cancelled. Returns the model id."""
+    model_id = begin_model(conn, backbone=backbone, method=method, classes=classes, params=params)
+    try:
+        total, done = sum(len(rows) for _, rows in parts), 0
+        for sql, rows in parts:
+            step = None if progress is None else (lambda k, _n, s, base=done: progress(base + k, total, s))
+            done += add_rows(conn, sql, ((model_id, *r) for r in rows), cancel=cancel, progress=step,
+                             total=total, stage=stage)
+        finish_model(conn, model_id, metrics=metrics, checkpoint=checkpoint)
+    except BaseException:
+        with contextlib.suppress(Exception):  # a full disk may refuse this too: the next writer clears it
+            erase_model(conn, model_id)
+        raise
+    return model_id
+
+
 def begin_model(conn: sqlite3.Connection, *, backbone: str, method: str, classes: Iterable[int],
                 params: str) -> int:
     """A new model row no reader lists yet; fill it with add_rows, show it with finish_model."""
-    import json
-
     clear_abandoned(conn)
     with write(conn):
         cur = conn.execute(

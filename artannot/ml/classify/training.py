@@ -9,7 +9,6 @@ nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
@@ -24,7 +23,7 @@ from artannot.errors import Cancelled, ModelError
 from artannot.ml.classify.suspects import model_suspect_rows
 from artannot.ml.metrics import evaluate_ranked
 from artannot.ml.task import TrainResult, jsonable
-from artannot.store import repo, staged
+from artannot.store import queries, repo, staged
 from artannot.store.labels import TRAINABLE_SOURCES
 from artannot.store.model_files import (
     project_cache_dir,
@@ -34,9 +33,6 @@ from artannot.store.model_files import (
 
 Progress = Callable[[int, int, str], None]
 TOP_K = 5
-PREDICTION_SQL = "INSERT INTO predictions(model_id, image_id, rank, class_id, score) VALUES (?, ?, ?, ?, ?)"
-SUSPECT_SQL = ("INSERT INTO suspects(model_id, image_id, score, rank, flagged, reliable, class_id, suggested_id)"
-               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass(frozen=True)
@@ -170,20 +166,13 @@ def store_outcome(conn: sqlite3.Connection, data: TrainData, outcome: Outcome, *
     stored = relative_params(cache_dir, params)  # the caller keeps the absolute paths in TrainResult.params
     checkpoint = relative_model_file(cache_dir, outcome.checkpoint)
     suspects = model_suspect_rows(conn, data, outcome)  # labels most likely wrong, by this model
-    fields = {"metrics": json.dumps(metrics, default=jsonable), "checkpoint": checkpoint}
     # the model appears complete, with its predictions and suspects, or not at all; written in short
     # transactions while it is pending, so that a curator's label edit never waits seconds (store/staged.py)
-    model_id = staged.begin_model(conn, backbone=outcome.backbone, method=outcome.method,
-                                  classes=outcome.class_ids, params=json.dumps(stored))
-    try:
-        staged.add_rows(conn, PREDICTION_SQL, ((model_id, *r) for r in rows), cancel=cancel, progress=progress,
-                        total=len(rows) + len(suspects), stage="saving predictions")
-        staged.add_rows(conn, SUSPECT_SQL, ((model_id, *r) for r in suspects), cancel=cancel)
-        staged.finish_model(conn, model_id, **fields)
-    except BaseException:
-        with contextlib.suppress(Exception):  # a full disk may refuse this too: the next writer clears it
-            staged.erase_model(conn, model_id)
-        raise
+    model_id = staged.write_model(conn, backbone=outcome.backbone, method=outcome.method,
+                                  classes=outcome.class_ids, params=json.dumps(stored),
+                                  parts=[(repo.PREDICTION_SQL, rows), (queries.SUSPECT_SQL, suspects)],
+                                  metrics=json.dumps(metrics, default=jsonable), checkpoint=checkpoint,
+                                  cancel=cancel, progress=progress, stage="saving predictions")
     return TrainResult(model_id, metrics, params, seconds, outcome.method)
 
 

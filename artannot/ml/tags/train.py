@@ -12,7 +12,6 @@ train (and val) split; the tags an annotated image does not carry are its negati
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
@@ -125,21 +124,12 @@ def _store(conn, head: TagHead, scores, ok, everything, row_of, test, tag_ids, n
     metrics = json.loads(json.dumps(metrics, default=jsonable))
     rows = [(int(everything[r][0]), tag_ids[k], float(scores[r, k]))
             for r in np.flatnonzero(ok) for k in np.flatnonzero(scores[r])]
-    if progress is not None:
-        progress(1, 1, "saving tag predictions")
     # the model appears with all its predictions, or not at all: written in short transactions while it is
     # pending (store/staged.py), so that label edits meanwhile never wait long
-    model_id = staged.begin_model(conn, backbone=req.backbone, method="tags", classes=tag_ids,
-                                  params=json.dumps(stored))
-    try:
-        staged.add_rows(conn, tag_store.TAG_PREDICTION_SQL, ((model_id, *r) for r in rows), cancel=cancel,
-                        progress=progress, total=len(rows), stage="saving tag predictions")
-        staged.finish_model(conn, model_id, metrics=json.dumps(metrics),
-                            checkpoint=relative_model_file(cache_dir, path))
-    except BaseException:
-        with contextlib.suppress(Exception):
-            staged.erase_model(conn, model_id)
-        raise
+    model_id = staged.write_model(conn, backbone=req.backbone, method="tags", classes=tag_ids,
+                                  params=json.dumps(stored), parts=[(tag_store.TAG_PREDICTION_SQL, rows)],
+                                  metrics=json.dumps(metrics), checkpoint=relative_model_file(cache_dir, path),
+                                  cancel=cancel, progress=progress, stage="saving tag predictions")
     return TrainResult(model_id, metrics, params, metrics["seconds"], "tags")
 
 
