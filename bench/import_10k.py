@@ -3,9 +3,11 @@ then a CSV of many label rows (1M by default) imported against the same folder, 
 
 Generates N tiny PNGs (16x16, one folder per class) in a temporary folder, so the figures measure the
 importer (scan, probe, hash, batched inserts, labels, split) rather than the disk or the decoder.
-The import runs twice into fresh projects in the same run: probing and hashing on one thread (the
-baseline: how it was) and on importer.PROBE_WORKERS threads (how it is). `--size 256` makes the decode
-and hash work real. The CSV import runs in a fresh process (its own peak RSS): its rows name the N files
+The import runs into fresh projects in the same run: probing and hashing on one thread without
+thumbnails (the baseline: how it was), on importer.PROBE_WORKERS threads without thumbnails
+(`import --no-thumbnails`), and on those threads making each grid thumbnail as well (the default). Beside
+them, the thumbnails made afterwards one by one, as a grid without them would make them on first scroll.
+`--size 256` makes the decode and hash work real. The CSV import runs in a fresh process (its own peak RSS): its rows name the N files
 and then files that are not there (reported as missing, counted, not kept).
 Usage: python bench/import_10k.py [--n 10000] [--classes 10] [--size 16] [--csv-rows 1000000] [--keep DIR]
 Prints JSON.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -61,9 +64,16 @@ def main() -> None:
         importer.PROBE_WORKERS = 1  # the baseline: probe and hash in the importing thread
         with Project.create(root / "serial.artannot") as p:
             t0 = time.perf_counter()
-            serial = p.import_folder(root / "collection", labels_from="folder", split="auto")
+            serial = p.import_folder(root / "collection", labels_from="folder", split="auto", thumbnails=False)
             serial_s = time.perf_counter() - t0
         importer.PROBE_WORKERS = workers
+        with Project.create(root / "nothumbs.artannot") as p:
+            t0 = time.perf_counter()
+            bare = p.import_folder(root / "collection", labels_from="folder", split="auto", thumbnails=False)
+            bare_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            made = later_thumbnails(p)
+            later_s = time.perf_counter() - t0
         path = root / "bench.artannot"
         with Project.create(path) as p:
             t0 = time.perf_counter()
@@ -94,7 +104,11 @@ def main() -> None:
             "images": args.n, "size_px": args.size, "generate_s": round(generate_s, 2),
             "probe_workers": workers, "serial_import_s": round(serial_s, 2),
             "serial_images_per_s": round(serial.added / serial_s, 1),
+            "no_thumbnails_import_s": round(bare_s, 2),
+            "no_thumbnails_images_per_s": round(bare.added / bare_s, 1),
+            "thumbnails_afterwards_one_thread_s": round(later_s, 2), "thumbnails_afterwards": made,
             "import_s": round(import_s, 2), "images_per_s": round(report.added / import_s, 1),
+            "thumbnails_made_at_import": sum(1 for _ in (path.parent / (path.name + ".d") / "thumbs").rglob("*.jpg")),
             "added": report.added, "labelled": report.labelled,
             "reimport_s": round(reimport_s, 2), "reimport_added": again.added,
             "reimport_already_known": again.already_known,
@@ -102,6 +116,20 @@ def main() -> None:
             "project_mb": round(path.stat().st_size / 2**20, 2),
             "csv_import": csv_out,
         }))
+
+
+def later_thumbnails(p: Project) -> int:
+    """Make every image's grid thumbnail one after another, as the grid would without import's; how many."""
+    from artannot.data.images import save_thumbnail_cached
+    from artannot.data.importer import GRID_THUMB_PX
+
+    rows = p.conn.execute("SELECT s.path, i.path, i.sha256 FROM images i JOIN sources s ON s.id = i.source_id")
+    folder = p.cache_dir / "thumbs"
+    made = 0
+    for source, rel, sha in rows.fetchall():
+        save_thumbnail_cached(Path(source) / os.fsdecode(rel), sha, folder, size=GRID_THUMB_PX)
+        made += 1
+    return made
 
 
 def csv_phase(project: str, images: str, csv_path: str) -> None:

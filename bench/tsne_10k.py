@@ -3,7 +3,9 @@ hover lookup, lasso and rectangle selection, recolouring).
 
 Features are clustered random vectors shaped like EfficientNet-Lite0's (1280-d, non-negative), so no images or
 model are needed; the map view runs without a main window (a stub stands in for the app). Prints one JSON
-object. Usage: python bench/tsne_10k.py [--points 10000] [--dim 1280] [--clusters 20] [--skip-tsne]
+object. `--baseline` also runs scikit-learn's Barnes-Hut t-SNE (PCA initialisation, the same perplexity and number of
+iterations) on the same PCA-reduced rows in the same run, with the same neighbour-agreement check.
+Usage: python bench/tsne_10k.py [--points 10000] [--dim 1280] [--clusters 20] [--skip-tsne] [--baseline]
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ def features(n: int, dim: int, clusters: int, seed: int = 0) -> tuple[np.ndarray
     return np.abs(centres[labels] + rng.normal(size=(n, dim))).astype(np.float32), labels
 
 
+def same_cluster(xy: np.ndarray, labels: np.ndarray) -> float:
+    """Share of each point's 10 nearest map neighbours that come from its own cluster."""
+    from scipy.spatial import cKDTree
+
+    _, nn = cKDTree(xy).query(xy, 11)
+    return round(float((labels[nn[:, 1:]] == labels[:, None]).mean()), 3)
+
+
 def timed(fn, repeat: int = 1) -> float:
     """Median seconds of fn() over repeat runs."""
     times = []
@@ -42,9 +52,18 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--clusters", type=int, default=20)
     ap.add_argument("--skip-tsne", action="store_true", help="lay points out by cluster instead (view timings only)")
+    ap.add_argument("--baseline", action="store_true", help="scikit-learn's t-SNE on the same rows, same run")
     args = ap.parse_args()
 
-    from artannot.ml.embedding import Embedding, embed_features, hamming_knn, hash_codes
+    from artannot.ml.embedding import (
+        PCA_DIMS,
+        Embedding,
+        embed_features,
+        hamming_knn,
+        hash_codes,
+        l2_normalize,
+        pca_reduce,
+    )
 
     X, labels = features(args.points, args.dim, args.clusters)
     out: dict = {"points": args.points, "dim": args.dim, "cpus": os.cpu_count()}
@@ -55,13 +74,21 @@ def main() -> None:
         out["embedding_s"] = None
     else:
         t = time.perf_counter()
+        reduced = pca_reduce(l2_normalize(X), PCA_DIMS, 0)
+        out["pca_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
         xy, engine = embed_features(X)
         out["embedding_s"] = round(time.perf_counter() - t, 2)
         out["engine"] = engine
-        from scipy.spatial import cKDTree
+        out["tsne_10nn_same_cluster"] = same_cluster(xy, labels)
+        if args.baseline:
+            from sklearn.manifold import TSNE
 
-        _, nn = cKDTree(xy).query(xy, 11)
-        out["tsne_10nn_same_cluster"] = round(float((labels[nn[:, 1:]] == labels[:, None]).mean()), 3)
+            t = time.perf_counter()
+            base = TSNE(2, perplexity=30.0, init="pca", random_state=0, max_iter=750, n_jobs=os.cpu_count())
+            base_xy = base.fit_transform(reduced)
+            out["sklearn_barnes_hut_s"] = round(time.perf_counter() - t, 2)
+            out["sklearn_10nn_same_cluster"] = same_cluster(base_xy, labels)
     codes = hash_codes(X)
     out["hamming_knn_query_ms"] = round(1000 * timed(lambda: hamming_knn(codes, [0], 12), 5), 2)
 

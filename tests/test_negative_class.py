@@ -177,3 +177,33 @@ def test_class_menu_toggles_negative_with_undo(qtbot, tmp_path, monkeypatch):
         assert w.class_edits.is_negative(neg)
     finally:
         w.close()
+
+
+def test_grid_names_a_negative_guess_none(qtbot, tmp_path):
+    """A blank image relabelled 'circle' disagrees with the model's top guess, the negative class: the grid's
+    strip and tooltip say "none", as the viewer does, never the negative class's name."""
+    from PySide6.QtCore import Qt
+
+    from tests.conftest import show_main_window
+
+    path = new_project(tmp_path)
+    with Project(path) as p:
+        neg = class_id(p.conn, NONE)
+        C.set_negative(p.conn, neg, True)
+        model = p.train(method="svm", device="cpu").model_id
+        ranked = repo.predictions_by_image(p.conn, model)
+        blank = next(r.id for r in p.images() if r.class_id == neg and ranked[r.id][0] == neg)
+        p.set_label([blank], class_id(p.conn, "circle"))
+    w = show_main_window(qtbot, path)
+    try:
+        grid = w.thumbnails
+        row = grid.positions([blank])[0]
+        shown = grid.row_at(row)
+        assert shown.disagrees and shown.pred_class_id == neg
+        tip = grid.data(grid.index(row, 0), Qt.ItemDataRole.ToolTipRole)
+        assert "model: none" in tip and f"model: {NONE}" not in tip
+        assert grid.guess_name(neg) == "none" and grid.class_name(neg) == NONE  # a label keeps its name
+        w.grid.scrollTo(grid.index(row, 0))
+        assert not w.grid.grab().isNull()  # the strip paints
+    finally:
+        w.close()

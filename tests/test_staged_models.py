@@ -167,3 +167,41 @@ def test_erase_takes_whole_images_per_transaction(tmp_path, monkeypatch):
         assert counts(p.conn, model) == {"predictions": 0, "suspects": 0, "model_top1": 0}
         commits = sum(s.strip().upper() == "COMMIT" for s in statements)
         assert commits >= len(rows) // 7  # one short transaction per chunk, not one for everything
+
+
+def test_rewriting_a_models_predictions_replaces_whole_images_per_transaction(tmp_path):
+    """ddp_infer's merge rewrites a stored model's predictions (repo.write_predictions): in short transactions
+    a second connection can write between, each image always ranked whole, and images that got no new rows
+    (unreadable now) lose their old ones."""
+    from artannot.store import repo
+    from tests.shapes import make_shape_collection
+
+    make_shape_collection(tmp_path / "images", per_class=3, seed=1)
+    with Project.create(tmp_path / "p.artannot") as p:
+        p.import_folder(tmp_path / "images", labels_from="folder", split="auto")
+        ids = [im.id for im in p.images()]
+        classes = [c.id for c in p.classes()]
+        model = staged.write_model(p.conn, backbone="b", method="svm", classes=classes, params="{}",
+                                   parts=[(repo.PREDICTION_SQL, [(i, r + 1, classes[r], 0.9 - r / 10)
+                                                                 for i in ids for r in range(3)])],
+                                   metrics="{}", checkpoint=None)
+        curator = Curator(p.path)
+        seen: list[dict[int, list[int]]] = []
+
+        def new_rows():
+            for n, i in enumerate(ids[:-1]):  # the last image is unreadable this time
+                if n % 2 == 0:  # between two chunks: the curator's edit gets the lock at once
+                    curator.edit_and_look()
+                    seen.append(repo.predictions_by_image(curator.project.conn, model))
+                yield from ((i, r + 1, classes[-1 - r], 0.8 - r / 10) for r in range(3))
+
+        written = repo.write_predictions(p.conn, model, new_rows(), chunk=4)  # 4 rows: each image's 3 kept whole
+        assert written == 3 * (len(ids) - 1) and curator.edits == len(ids) // 2
+        old, new = classes[:3], classes[::-1][:3]
+        assert all(ranked in (old, new) for state in seen for ranked in state.values())  # never half and half
+        assert any(new in state.values() and old in state.values() for state in seen[1:])  # it did go in steps
+        final = repo.predictions_by_image(p.conn, model)
+        assert set(final) == set(ids[:-1]) and all(ranked == new for ranked in final.values())
+        top1 = p.conn.execute("SELECT COUNT(*) FROM model_top1 WHERE model_id = ?", (model,)).fetchone()[0]
+        assert top1 == len(ids) - 1  # the grid's top-1 table follows
+        curator.project.close()

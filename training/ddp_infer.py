@@ -8,8 +8,8 @@ lacks, and sends the list to every process (torch.distributed). Process r takes 
 the r-th, runs the app's own code on it (artannot.ml.features.extract_features, or
 artannot.ml.classify.methods.score_model for a stored model) and writes its shard file
 (features-rank{r}.npz / predictions-rank{r}.npz) into --shard-dir. Process 0 merges the shards: features
-into the project's feature cache, predictions into the project's predictions table (one transaction), and
-deletes the shard files. A shard written where process 0 cannot see it (another machine's disk) is sent
+into the project's feature cache, predictions into the project's predictions table (whole images per short
+transaction, so the window's edits never wait long), and deletes the shard files. A shard written where process 0 cannot see it (another machine's disk) is sent
 to it over the process group instead. Images are decoded once into the decode cache (several processes
 fill it safely). Only process 0 writes the project; for --predict every process reads the model's row and
 files, so each machine needs the project (file and .d folder) at the same path: its own local copy
@@ -209,7 +209,7 @@ def predict(args, project, runtime, rank: int, world: int, shard_dir: Path, cach
     all_scores = _merge_rows(len(everything), shards, "scores")
     all_ok = _merge_rows(len(everything), shards, "ok")
     _, rows = ranked_rows(everything, all_scores, all_ok, [int(c) for c in shards[0]["class_ids"]])
-    repo.write_predictions(project.conn, plan["model"], rows)  # one transaction
+    repo.write_predictions(project.conn, plan["model"], rows)  # whole images per short transaction
     return {"model": plan["model"], "images": len(everything), "predicted": int(all_ok.sum()),
             "unreadable": int((~all_ok).sum()),
             "seconds_per_process": [round(float(s["seconds"][0]), 2) for s in shards]}

@@ -274,7 +274,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             self._paint_boxes(p, drawn, row, boxes, model.classes)
         info = model.classes.get(row.class_id) if row.class_id is not None else None
         if row.disagrees:
-            self._paint_disagreement(p, fonts, box, model.class_name(row.pred_class_id), row.pred_score)
+            self._paint_disagreement(p, fonts, box, model.guess_name(row.pred_class_id), row.pred_score)
         if row.label_source in SOURCE_MARKS and row.class_id is not None:
             self._paint_source(p, fonts, box, *SOURCE_MARKS[row.label_source][:2])
         if getattr(row, "flagged", False):

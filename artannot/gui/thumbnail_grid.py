@@ -267,6 +267,11 @@ class ThumbnailModel(QAbstractListModel):
         info = self.classes.get(class_id) if class_id is not None else None
         return info.name if info is not None else None
 
+    def guess_name(self, class_id: int | None) -> str | None:
+        """A model's guess as the grid names it: "none" for a negative class ("no instrument"), as the viewer."""
+        info = self.classes.get(class_id) if class_id is not None else None
+        return None if info is None else "none" if info.negative else info.name
+
     # ---- Qt model API -----------------------------------------------------------------------------
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         # Called twice per row by every QListView layout: kept to one attribute read and one check.
@@ -307,7 +312,7 @@ class ThumbnailModel(QAbstractListModel):
                                       if row.label_source in SOURCE_MARKS else
                                       f" ({row.label_source})" if row.label_source else "")]
         if row.pred_class_id is not None:
-            lines.append(f"model: {self.class_name(row.pred_class_id)} ({(row.pred_score or 0) * 100:.0f}%)")
+            lines.append(f"model: {self.guess_name(row.pred_class_id)} ({(row.pred_score or 0) * 100:.0f}%)")
         suspect = getattr(row, "suspect", None)
         if suspect is not None:
             lines.append(f"suspect score {suspect:.2f} (rank {row.suspect_rank})"  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ class ClassInfo:
     color: str
     hotkey: str | None
     count: int
+    negative: bool = False  # "no instrument": a label, never shown as a guess (store/classes.py)
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,11 @@ def ensure_classes(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, 
 def list_classes(conn: sqlite3.Connection) -> list[ClassInfo]:
     """Classes in display order with how many images currently carry each."""
     rows = conn.execute(
-        "SELECT c.id, c.name, c.color, c.hotkey, COUNT(l.id) AS n FROM classes c"
+        "SELECT c.id, c.name, c.color, c.hotkey, c.negative, COUNT(l.id) AS n FROM classes c"
         " LEFT JOIN labels l ON l.class_id = c.id AND l.active = 1"
         " GROUP BY c.id ORDER BY c.position, c.id"
     ).fetchall()
-    return [ClassInfo(r["id"], r["name"], r["color"], r["hotkey"], r["n"]) for r in rows]
+    return [ClassInfo(r["id"], r["name"], r["color"], r["hotkey"], r["n"], bool(r["negative"])) for r in rows]
 
 
 def class_names(conn: sqlite3.Connection) -> dict[int, str]:
@@ -199,12 +200,38 @@ PREDICTION_SQL = "INSERT INTO predictions(model_id, image_id, rank, class_id, sc
 
 
 def write_predictions(
-    conn: sqlite3.Connection, model_id: int, rows: Iterable[tuple[int, int, int, float]]
-) -> None:
-    """Replace a model's predictions with (image id, rank, class id, score) rows."""
-    with write(conn):
-        conn.execute("DELETE FROM predictions WHERE model_id = ?", (model_id,))
-        conn.executemany(PREDICTION_SQL, ((model_id, i, r, c, s) for i, r, c, s in rows))
+    conn: sqlite3.Connection, model_id: int, rows: Iterable[tuple[int, int, int, float]], *, chunk: int = 2000
+) -> int:
+    """Replace a stored model's predictions with (image id, rank, class id, score) rows, grouped by image.
+
+    The rows go in transactions of about `chunk` rows that each replace whole images, so a curator's edit never
+    waits behind a million-image rewrite and a reader between two sees every image ranked by the old or the
+    new scores, never a mix; images left without rows lose their old ones at the end. Returns rows written."""
+    written, kept, batch = 0, set(), []
+
+    def flush() -> None:
+        ids = {row[0] for row in batch}
+        with write(conn):
+            conn.executemany("DELETE FROM predictions WHERE model_id = ? AND image_id = ?",
+                             ((model_id, i) for i in ids))
+            conn.executemany(PREDICTION_SQL, ((model_id, i, r, c, s) for i, r, c, s in batch))
+        kept.update(ids)
+
+    for row in rows:
+        if len(batch) >= chunk and row[0] != batch[-1][0]:
+            flush()
+            written, batch = written + len(batch), []
+        batch.append(row)
+    if batch:
+        flush()
+        written += len(batch)
+    stale = [(model_id, i) for (i,) in conn.execute(
+        "SELECT DISTINCT image_id FROM predictions WHERE model_id = ?", (model_id,)) if i not in kept]
+    for start in range(0, len(stale), chunk):
+        with write(conn):
+            conn.executemany("DELETE FROM predictions WHERE model_id = ? AND image_id = ?",
+                             stale[start : start + chunk])
+    return written
 
 
 def top_predictions(conn: sqlite3.Connection, model_id: int, image_id: int) -> list[tuple[str, float]]:
