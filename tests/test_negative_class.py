@@ -179,10 +179,11 @@ def test_class_menu_toggles_negative_with_undo(qtbot, tmp_path, monkeypatch):
         w.close()
 
 
-def test_grid_names_a_negative_guess_none(qtbot, tmp_path):
+def test_grid_names_a_negative_guess_none(qtbot, tmp_path, monkeypatch):
     """A blank image relabelled 'circle' disagrees with the model's top guess, the negative class: the grid's
     strip and tooltip say "none", as the viewer does, never the negative class's name."""
     from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QMessageBox
 
     from tests.conftest import show_main_window
 
@@ -205,5 +206,11 @@ def test_grid_names_a_negative_guess_none(qtbot, tmp_path):
         assert grid.guess_name(neg) == "none" and grid.class_name(neg) == NONE  # a label keeps its name
         w.grid.scrollTo(grid.index(row, 0))
         assert not w.grid.grab().isNull()  # the strip paints
+        monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+        w.class_edits.ask_toggle_negative(class_id=neg)  # a class to guess again: the grid names it at once
+        assert grid.guess_name(neg) == NONE
+        assert f"model: {NONE}" in grid.data(grid.index(row, 0), Qt.ItemDataRole.ToolTipRole)
+        w.undo()  # Ctrl+Z: negative again, and the grid follows
+        assert grid.guess_name(neg) == "none"
     finally:
         w.close()

@@ -265,10 +265,10 @@ class MainWindow(QMainWindow):
     def _refresh_classes(self, force: bool = False) -> None:
         """Class names and counts (one indexed count per class), the filter's class entries."""
         assert self.project is not None
-        old = [(c.id, c.name, c.color, c.hotkey) for c in self._classes]
+        old = [(c.id, c.name, c.color, c.hotkey, c.negative) for c in self._classes]
         self._classes = class_store.visible_classes(self.project.conn)
         self.class_list.set_classes(self._classes, self._summary.get("images", 0))
-        if force or old != [(c.id, c.name, c.color, c.hotkey) for c in self._classes]:
+        if force or old != [(c.id, c.name, c.color, c.hotkey, c.negative) for c in self._classes]:
             self.thumbnails.set_classes(self._classes)
             self.filter_bar.set_classes(self._classes)
         self._update_counts()
