@@ -215,6 +215,76 @@ def test_grid_stays_light_with_100k_images(qtbot, tmp_path):
     model.shutdown()
 
 
+def test_grid_tiles_are_painted_once_and_again_whenever_what_they_show_changes(qtbot, tmp_path):
+    """Scrolling copies painted tiles; a new class colour, a relabel, a selection or a model's guess
+    paints the tile anew (what the curator sees is never a stale copy)."""
+    from artannot.store.repo import ClassInfo
+
+    fish, bird = ClassInfo(1, "fish", "#1565c0", "1", 2), ClassInfo(2, "bird", "#2e7d32", "2", 0)
+    rows = [ImageRow(i, f"/nonexistent/{i}.png", f"{i:064x}", 100, 100, "train", 1, "human", None, None)
+            for i in (1, 2)]
+    model = ThumbnailModel()
+    grid = ThumbnailGrid(model)
+    qtbot.addWidget(grid)
+    grid.resize(400, 300)
+    grid.show()
+    qtbot.waitExposed(grid)
+    model.set_project_data(rows, [fish, bird], tmp_path / "thumbs")
+    qtbot.waitUntil(lambda: model.thumbnail_state(0) == "error", timeout=10_000)
+    tiles = grid.itemDelegate()._tiles
+
+    def shot():
+        grid.viewport().repaint()
+        return grid.viewport().grab().toImage()
+
+    before = shot()
+    painted = set(tiles)
+    assert shot() == before and set(tiles) == painted  # nothing changed: copies, no new tile
+    model.set_classes([ClassInfo(1, "fish", "#e53935", "1", 2), bird])  # a new colour for the class
+    recoloured = shot()
+    assert recoloured != before
+    model.set_project_data([rows[0], ImageRow(2, rows[1].path, rows[1].sha256, 100, 100, "train", 2, "human",
+                                               1, 0.9)], [fish, bird], tmp_path / "thumbs")  # relabel, a guess
+    qtbot.waitUntil(lambda: model.thumbnail_state(1) == "error", timeout=10_000)
+    relabelled = shot()
+    assert relabelled not in (before, recoloured)
+    grid.select_rows([1])
+    assert shot() != relabelled
+    model.shutdown()
+
+
+def test_a_huge_grid_lays_out_in_batches_and_end_still_reaches_the_last_image(qtbot, tmp_path):
+    """The grid shows before every row is placed (the rest follow between events); End, pressed before
+    the layout is done, still lands on the last image, and so does the layout left to run by itself."""
+    from PySide6.QtTest import QTest
+
+    rows = [ImageRow(i, f"/nonexistent/{i}.png", f"{i:064x}", 100, 100, "train", None, None, None, None)
+            for i in range(1, 50_001)]
+    model = ThumbnailModel()
+    grid = ThumbnailGrid(model)
+    qtbot.addWidget(grid)
+    grid.resize(1000, 700)
+    grid.show()
+    qtbot.waitExposed(grid)
+    for press_end in (True, False):
+        qtbot.wait(1)  # an event-loop turn, as between two things a curator does
+        model.set_project_data(rows, [], tmp_path / "thumbs")
+        last = model.index(model.rowCount() - 1, 0)
+        grid.setCurrentIndex(model.index(0, 0))
+        assert grid.visualRect(model.index(5, 0)).isValid()  # the first rows are placed at once ...
+        assert not grid.visualRect(last).isValid()  # ... the last ones not yet
+        if press_end:
+            grid.setFocus()
+            QTest.keyClick(grid, Qt.Key.Key_End)
+            assert grid.currentIndex().row() == model.rowCount() - 1
+            assert grid.viewport().rect().intersects(grid.visualRect(last))  # scrolled to it
+        else:
+            qtbot.waitUntil(grid.laid_out, timeout=10_000)  # the rest is placed between events
+            grid.scrollToBottom()
+            assert grid.viewport().rect().intersects(grid.visualRect(last))
+    model.shutdown()
+
+
 def test_run_gui_without_a_display_prints_a_hint(monkeypatch, capsys):
     monkeypatch.setattr("sys.platform", "linux")
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):

@@ -220,11 +220,13 @@ class ThumbnailDelegate(QStyledItemDelegate):
     """
 
     MAX_TEXTS = 20_000  # elided texts remembered
+    MAX_TILES = 160  # painted tiles remembered (~20 MB): several screens of a 1400×900 window
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._fonts: dict[str, _Fonts] = {}
         self._texts: dict[tuple, str] = {}
+        self._tiles: OrderedDict[tuple, QPixmap] = OrderedDict()
 
     def _fonts_for(self, font: QFont) -> _Fonts:
         key = font.key()
@@ -248,15 +250,41 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def paint(self, p: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         model = index.model()
         tile = getattr(model, "tile", None)
-        if tile is not None:  # the grid's own model: everything in one call
-            row, pixmap, state, boxes = tile(index.row())
-        else:
+        if tile is None:  # another view's model: painted directly
             row = index.data(ROW_ROLE)
-            if row is None:
-                return
-            pixmap, state, boxes = index.data(THUMB_ROLE), index.data(STATE_ROLE), index.data(BOXES_ROLE)
-        if row is None:
+            if row is not None:
+                self._paint_tile(p, option, model, row, index.data(THUMB_ROLE), index.data(STATE_ROLE),
+                                 index.data(BOXES_ROLE))
             return
+        row, pixmap, state, boxes = tile(index.row())  # the grid's own model: everything in one call
+        if row is None or option.rect.isEmpty():
+            return
+        # A scroll moves the same tiles: each is painted once into a pixmap, then copied (~20 µs against
+        # ~400 µs). The key holds everything a tile shows, so any change of it paints the tile anew.
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        dpr = p.device().devicePixelRatioF() if p.device() is not None else 1.0
+        key = (row, state if pixmap is None else pixmap.cacheKey(), tuple(boxes) if boxes else None,
+               option.palette.highlight().color().rgba() if selected else 0, option.palette.base().color().rgba(),
+               getattr(model, "classes_version", 0), option.rect.width(), option.rect.height(), option.font.key(), dpr)
+        cached = self._tiles.get(key)
+        if cached is None:
+            cached = QPixmap(round(option.rect.width() * dpr), round(option.rect.height() * dpr))
+            cached.setDevicePixelRatio(dpr)
+            cached.fill(option.palette.base().color())
+            painter = QPainter(cached)
+            local = QStyleOptionViewItem(option)
+            local.rect = QRect(0, 0, option.rect.width(), option.rect.height())
+            self._paint_tile(painter, local, model, row, pixmap, state, boxes)
+            painter.end()
+            self._tiles[key] = cached
+            while len(self._tiles) > self.MAX_TILES:
+                self._tiles.popitem(last=False)
+        else:
+            self._tiles.move_to_end(key)
+        p.drawPixmap(option.rect.topLeft(), cached)
+
+    def _paint_tile(self, p: QPainter, option: QStyleOptionViewItem, model, row: ImageRow, pixmap: QPixmap | None,
+                    state: str, boxes: list | None) -> None:
         fonts = self._fonts_for(option.font)
         p.save()
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -270,11 +298,13 @@ class ThumbnailDelegate(QStyledItemDelegate):
             p.drawRoundedRect(cell, 6, 6)
         box = QRect(cell.left() + (cell.width() - THUMB_PX) // 2, cell.top() + 6, THUMB_PX, THUMB_PX)
         drawn = self._paint_thumb(p, box, pixmap, state)
+        classes = getattr(model, "classes", {})
         if boxes and drawn is not None:
-            self._paint_boxes(p, drawn, row, boxes, model.classes)
-        info = model.classes.get(row.class_id) if row.class_id is not None else None
+            self._paint_boxes(p, drawn, row, boxes, classes)
+        info = classes.get(row.class_id) if row.class_id is not None else None
         if row.disagrees:
-            self._paint_disagreement(p, fonts, box, model.guess_name(row.pred_class_id), row.pred_score)
+            guess = model.guess_name(row.pred_class_id) if hasattr(model, "guess_name") else None
+            self._paint_disagreement(p, fonts, box, guess, row.pred_score)
         if row.label_source in SOURCE_MARKS and row.class_id is not None:
             self._paint_source(p, fonts, box, *SOURCE_MARKS[row.label_source][:2])
         if getattr(row, "flagged", False):
