@@ -1,4 +1,4 @@
-"""The filter index (schema 6): every filter and sort of the grid gives what a plain Python filter over the rows
+"""The filter index (schema 6) and the class counts (schema 9): every filter and sort of the grid gives what a plain Python filter over the rows
 gives, in the same order, while labels change under it (edits, undo, redo, class merges, retraining, model
 deletion) and after an upgrade from schema 5."""
 
@@ -130,32 +130,42 @@ def test_every_filter_and_sort_matches_python(project):
     assert queries.summary(p.conn, m)["disagree"] == len(expected(p, ImageQuery(disagree=True, model_id=m)))
 
 
+def flags_and_counts_match(p: Project) -> None:
+    """The disagreement flags, and the per-class counts the class list shows (schema 9, kept by triggers),
+    equal what the label rows say."""
+    disagree_flags_match(p)
+    counted = {r[0]: r[1] for r in p.conn.execute(
+        "SELECT class_id, COUNT(*) FROM labels WHERE active = 1 AND class_id IS NOT NULL GROUP BY class_id")}
+    assert queries.class_counts(p.conn) == counted
+    assert {c.id: c.count for c in repo.list_classes(p.conn) if c.count} == counted
+
+
 def test_the_disagreement_flag_follows_every_label_change(project):
     p, m = project, project.active_model_id()
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     ids = [r.id for r in p.images()]
     top = queries.top_classes(p.conn, m, ids)
     p.set_label(ids[20:23], top[ids[20]])  # now some agree
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     L.undo(p.conn)
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     L.redo(p.conn)
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     a, b = p.classes()[:2]
     C.merge_classes(p.conn, a.id, b.id)  # relabels every image of a
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     C.delete_class(p.conn, b.id)  # clears every label of b
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     L.undo(p.conn)
     L.undo(p.conn)
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     second = store_fake_model(p, 2)  # a second model: its own rows, the first's untouched
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     repo.write_predictions(p.conn, second, [(ids[0], 1, a.id, 0.9), (ids[0], 2, b.id, 0.1)])  # re-predicted
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     assert p.conn.execute("SELECT COUNT(*) FROM model_top1 WHERE model_id = ?", (second,)).fetchone()[0] == 1
     M.delete_model(p.conn, p.cache_dir, second)
-    disagree_flags_match(p)
+    flags_and_counts_match(p)
     assert p.conn.execute("SELECT COUNT(*) FROM model_top1 WHERE model_id = ?", (second,)).fetchone()[0] == 0
     # An image left with no label row in effect (what undoing its first label does) is no disagreement
     flagged = queries.image_ids(p.conn, ImageQuery(disagree=True, model_id=m)).tolist()
@@ -209,7 +219,8 @@ def test_a_schema_5_project_gets_the_index_on_upgrade(tmp_path, demo_subset, mon
     monkeypatch.undo()
     with Project(path) as p:
         assert p.conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
-        disagree_flags_match(p)
+        flags_and_counts_match(p)  # the counts of schema 9 are filled from the labels on upgrade too
+        assert sum(queries.class_counts(p.conn).values()) == len(old) > 0
         assert p.conn.execute("SELECT COUNT(*) FROM model_top1 WHERE disagree = 1").fetchone()[0] > 0
         assert queries.image_ids(p.conn, ImageQuery(sort="id", model_id=m)).tolist() == old
         check_all(p, m)

@@ -31,7 +31,7 @@ HOTKEY = re.compile(r"^([0-9a-z]|F([1-9]|1[0-2]))$")  # a digit, a lower-case le
 
 def visible_classes(conn: sqlite3.Connection) -> list[ClassInfo]:
     """Classes in display order with their image counts; deleted ones only while images still carry them."""
-    counts = class_counts(conn)  # one pass over the labels_active_class index
+    counts = class_counts(conn)  # a few rows: kept by triggers (schema 9)
     rows = conn.execute("SELECT id, name, color, hotkey, deleted_at, negative FROM classes"
                         " ORDER BY position, id").fetchall()
     return [ClassInfo(r["id"], r["name"], r["color"], r["hotkey"], counts.get(r["id"], 0), bool(r["negative"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from artannot.errors import DiskFullError, ProjectError
 
-SCHEMA_VERSION = 8  # 1 is SCHEMA below; later versions are steps in migrations.py
+SCHEMA_VERSION = 9  # 1 is SCHEMA below; later versions are steps in migrations.py
 APPLICATION_ID = 0x41525441  # "ARTA": marks a file as an ArtAnnot project
 # Files up to this size get the full integrity_check on open (well under 0.5 s); bigger ones quick_check.
 FULL_CHECK_MAX_BYTES = 16 * 1024 * 1024  # a 100k-image project (~60 MB) opens in ~0.5 s, not 2 s

@@ -154,8 +154,17 @@ def _v8_pending_models(conn: sqlite3.Connection) -> None:
     create_pending_schema(conn)
 
 
+def _v9_class_counts(conn: sqlite3.Connection) -> None:
+    """class_count: images per class, kept by triggers on labels, so the class list costs a few rows to
+    refresh after each label key instead of a count over every current label (store/queries.py)."""
+    from artannot.store.queries import create_class_counts
+
+    create_class_counts(conn)
+
+
 MIGRATIONS: dict[int, Migration] = {2: _v2_curation, 3: _v3_tags, 4: _v4_relative_model_paths, 5: _v5_proposals,
-                                    6: _v6_filter_index, 7: _v7_negative_classes, 8: _v8_pending_models}
+                                    6: _v6_filter_index, 7: _v7_negative_classes, 8: _v8_pending_models,
+                                    9: _v9_class_counts}
 
 
 def migrate(conn: sqlite3.Connection, path: Path, *, target: int | None = None,

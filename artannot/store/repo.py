@@ -93,9 +93,8 @@ def ensure_classes(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, 
 def list_classes(conn: sqlite3.Connection) -> list[ClassInfo]:
     """Classes in display order with how many images currently carry each."""
     rows = conn.execute(
-        "SELECT c.id, c.name, c.color, c.hotkey, c.negative, COUNT(l.id) AS n FROM classes c"
-        " LEFT JOIN labels l ON l.class_id = c.id AND l.active = 1"
-        " GROUP BY c.id ORDER BY c.position, c.id"
+        "SELECT c.id, c.name, c.color, c.hotkey, c.negative, COALESCE(k.n, 0) AS n FROM classes c"
+        " LEFT JOIN class_count k ON k.class_id = c.id ORDER BY c.position, c.id"
     ).fetchall()
     return [ClassInfo(r["id"], r["name"], r["color"], r["hotkey"], r["n"], bool(r["negative"])) for r in rows]
 
