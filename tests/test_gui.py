@@ -215,6 +215,17 @@ def test_grid_stays_light_with_100k_images(qtbot, tmp_path):
     model.shutdown()
 
 
+def shown_grid(qtbot, width: int, height: int) -> tuple[ThumbnailModel, ThumbnailGrid]:
+    """An empty grid on screen, with its model."""
+    model = ThumbnailModel()
+    grid = ThumbnailGrid(model)
+    qtbot.addWidget(grid)
+    grid.resize(width, height)
+    grid.show()
+    qtbot.waitExposed(grid)
+    return model, grid
+
+
 def test_grid_tiles_are_painted_once_and_again_whenever_what_they_show_changes(qtbot, tmp_path):
     """Scrolling copies painted tiles; a new class colour, a relabel, a selection or a model's guess
     paints the tile anew (what the curator sees is never a stale copy)."""
@@ -223,12 +234,7 @@ def test_grid_tiles_are_painted_once_and_again_whenever_what_they_show_changes(q
     fish, bird = ClassInfo(1, "fish", "#1565c0", "1", 2), ClassInfo(2, "bird", "#2e7d32", "2", 0)
     rows = [ImageRow(i, f"/nonexistent/{i}.png", f"{i:064x}", 100, 100, "train", 1, "human", None, None)
             for i in (1, 2)]
-    model = ThumbnailModel()
-    grid = ThumbnailGrid(model)
-    qtbot.addWidget(grid)
-    grid.resize(400, 300)
-    grid.show()
-    qtbot.waitExposed(grid)
+    model, grid = shown_grid(qtbot, 400, 300)
     model.set_project_data(rows, [fish, bird], tmp_path / "thumbs")
     qtbot.waitUntil(lambda: model.thumbnail_state(0) == "error", timeout=10_000)
     tiles = grid.itemDelegate()._tiles
@@ -260,12 +266,7 @@ def test_a_huge_grid_lays_out_in_batches_and_end_still_reaches_the_last_image(qt
 
     rows = [ImageRow(i, f"/nonexistent/{i}.png", f"{i:064x}", 100, 100, "train", None, None, None, None)
             for i in range(1, 50_001)]
-    model = ThumbnailModel()
-    grid = ThumbnailGrid(model)
-    qtbot.addWidget(grid)
-    grid.resize(1000, 700)
-    grid.show()
-    qtbot.waitExposed(grid)
+    model, grid = shown_grid(qtbot, 1000, 700)
     for press_end in (True, False):
         qtbot.wait(1)  # an event-loop turn, as between two things a curator does
         model.set_project_data(rows, [], tmp_path / "thumbs")
@@ -282,6 +283,14 @@ def test_a_huge_grid_lays_out_in_batches_and_end_still_reaches_the_last_image(qt
             qtbot.waitUntil(grid.laid_out, timeout=10_000)  # the rest is placed between events
             grid.scrollToBottom()
             assert grid.viewport().rect().intersects(grid.visualRect(last))
+    # A new set shown while the last one is still being laid out (a filter picked at once): a selection in
+    # its first batch scrolls into view on the next turns, without every row laid out first.
+    model.set_project_data(rows, [], tmp_path / "thumbs")
+    assert grid.visualRect(model.index(0, 0)).isValid()  # its first batch placed: the rest are under way
+    model.set_project_data(rows[::-1], [], tmp_path / "thumbs")
+    grid.select_rows([2000])
+    assert not grid.laid_out()
+    qtbot.waitUntil(lambda: grid.viewport().rect().intersects(grid.visualRect(model.index(2000, 0))), timeout=5000)
     model.shutdown()
 
 

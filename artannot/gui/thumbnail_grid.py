@@ -23,6 +23,7 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
+    QTimer,
     Signal,
 )
 from PySide6.QtGui import QKeyEvent, QMouseEvent
@@ -392,6 +393,7 @@ class ThumbnailGrid(QListView):
         model.modelReset.connect(self._after_reset)
         model.repaint_requested.connect(self._repaint)
         self._anchor: QPersistentModelIndex | None = None  # where a Shift range starts
+        self._deferred_scrolls = 0  # scrolls waiting for the first layout batch (see scrollTo)
 
     def thumbnail_model(self) -> ThumbnailModel:
         """The grid's model."""
@@ -508,7 +510,16 @@ class ThumbnailGrid(QListView):
     def scrollTo(self, index: QModelIndex | QPersistentModelIndex,
                  hint: QAbstractItemView.ScrollHint = QAbstractItemView.ScrollHint.EnsureVisible) -> None:
         if index.isValid() and not self.visualRect(index).isValid():  # past the rows laid out so far
+            if index.row() < LAYOUT_BATCH and self._deferred_scrolls < 10:
+                # A new set shown while the previous one was still being laid out gets its first batch on the
+                # next turn (QListView's batch timer is already running): scroll then, not after laying out all.
+                self._deferred_scrolls += 1
+                target = QPersistentModelIndex(index)
+                QTimer.singleShot(1, self, lambda: target.isValid() and self.scrollTo(  # a timer: after the batch
+                    self.model().index(target.row(), 0), hint))
+                return
             self.finish_layout()
+        self._deferred_scrolls = 0
         super().scrollTo(index, hint)
 
     def scrollToBottom(self) -> None:
