@@ -209,21 +209,22 @@ def write_predictions(
     written, kept, batch = 0, set(), []
 
     def flush() -> None:
+        nonlocal written
         ids = {row[0] for row in batch}
         with write(conn):
             conn.executemany("DELETE FROM predictions WHERE model_id = ? AND image_id = ?",
                              ((model_id, i) for i in ids))
             conn.executemany(PREDICTION_SQL, ((model_id, i, r, c, s) for i, r, c, s in batch))
         kept.update(ids)
+        written += len(batch)
+        batch.clear()
 
     for row in rows:
         if len(batch) >= chunk and row[0] != batch[-1][0]:
             flush()
-            written, batch = written + len(batch), []
         batch.append(row)
     if batch:
         flush()
-        written += len(batch)
     stale = [(model_id, i) for (i,) in conn.execute(
         "SELECT DISTINCT image_id FROM predictions WHERE model_id = ?", (model_id,)) if i not in kept]
     for start in range(0, len(stale), chunk):
