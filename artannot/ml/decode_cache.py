@@ -41,6 +41,7 @@ from torchvision import transforms as T
 
 from artannot.data.images import load_image, sha256_file
 from artannot.errors import ArtAnnotError, Cancelled
+from artannot.ml.device import loader_workers
 
 DECODER_VERSION = 1  # bump when decoding or resizing changes: entries of other versions are never served
 DEFAULT_BUDGET_MB = 4096
@@ -282,8 +283,8 @@ class DecodeCache:
         is computed from the file. Returns (readable mask, sha256 per item). Raises Cancelled on `cancel`."""
         ok = np.zeros(len(items), dtype=bool)
         hashes: list[str | None] = [sha for _, sha in items]
-        loader = DataLoader(_Warm(self, list(items), recipe), batch_size=16, num_workers=num_workers,
-                            collate_fn=_as_list)
+        loader = DataLoader(_Warm(self, list(items), recipe), batch_size=16,
+                            **loader_workers(num_workers), collate_fn=_as_list)
         pos = 0
         for batch in loader:
             if cancel is not None and cancel.is_set():

@@ -19,7 +19,7 @@ from artannot.data.images import load_image
 from artannot.errors import ArtAnnotError, Cancelled
 from artannot.ml.backbones import BackboneSpec, get_spec, load_backbone
 from artannot.ml.decode_cache import DecodeCache, Normalizer, Recipe, decode_cache_for, eval_recipe
-from artannot.ml.device import Runtime, select_runtime
+from artannot.ml.device import Runtime, loader_workers, select_runtime
 
 Progress = Callable[[int, int, str], None]
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def make_loader(paths: Sequence[str], transform, size: int, runtime: Runtime, ba
     dataset = ImageDataset(paths, transform, size if spec is None else spec.input_size, hashes=hashes,
                            decode_cache=decode_cache, recipe=recipe)
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        dataset, batch_size=batch_size, shuffle=shuffle, **loader_workers(workers),
         pin_memory=runtime.device.type == "cuda", persistent_workers=False,  # one pass: nothing to keep alive
     )
     if spec is None:

@@ -43,7 +43,7 @@ from artannot.ml.decode_cache import (  # noqa: F401  (Normalizer re-exported)
     pad_collate,
     shrunk_recipe,
 )
-from artannot.ml.device import Runtime
+from artannot.ml.device import Runtime, loader_workers
 from artannot.ml.networks import (  # noqa: F401  (re-exported: the fine-tuning API in one import)
     DEFAULTS,
     GroupPlan,
@@ -146,7 +146,7 @@ def decode_all(paths: Sequence[str], side: int, *, memory_mb: int, num_workers: 
     out: list = [False] * len(paths)
     budget = memory_mb * 1024 * 1024
     used = 0
-    loader = DataLoader(_DecodeShrunk(paths, side), batch_size=8, num_workers=num_workers, collate_fn=_as_list)
+    loader = DataLoader(_DecodeShrunk(paths, side), batch_size=8, **loader_workers(num_workers), collate_fn=_as_list)
     pos = 0
     for batch in loader:
         if cancel is not None and cancel.is_set():
@@ -442,7 +442,8 @@ def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tup
     # One loader over every epoch's batches: workers prefetch the next epoch while this one ends and
     # validation runs, instead of restarting (first-batch latency) at each epoch.
     batches = EpochBatches(len(train_ds), cfg.batch_size, cfg.epochs, seed=cfg.seed, rank=rank, world=world)
-    loader = DataLoader(train_ds, batch_sampler=batches, num_workers=workers, pin_memory=cuda, collate_fn=collate)
+    loader = DataLoader(train_ds, batch_sampler=batches, **loader_workers(workers), pin_memory=cuda,
+                        collate_fn=collate)
     val_loader = None
     if val:
         if decode_cache is not None:
@@ -453,7 +454,7 @@ def fit(model: nn.Module, train: Sequence[tuple[str, Target]], val: Sequence[tup
                              uint8_transform(spec, train=False)[0], spec.input_size, as_uint8)
         val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) \
             if distributed else None
-        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, num_workers=workers,
+        val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=val_sampler, **loader_workers(workers),
                                 pin_memory=cuda, persistent_workers=workers > 0)
     steps = batches.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
