@@ -188,7 +188,9 @@ def measure_queries(conn, model: int, cls: int, repeat: int) -> dict:
     before, _ = best_ms(lambda: legacy_queries.disagree_count(conn, model), repeat)
     after, _ = best_ms(lambda: queries.summary(conn, model), repeat)
     timings["summary"] = {"before_ms_disagree_count_alone": before, "after_ms": after}
-    timings["class_counts"] = {"after_ms": best_ms(lambda: queries.class_counts(conn), repeat)[0]}
+    before, old = best_ms(lambda: legacy_queries.class_counts(conn), repeat)
+    after, new = best_ms(lambda: queries.class_counts(conn), repeat)
+    timings["class_counts"] = {"before_ms": before, "after_ms": after, "same_answer": old == new}
     return timings
 
 

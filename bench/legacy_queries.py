@@ -138,3 +138,9 @@ def disagree_count(conn: sqlite3.Connection, model_id: int) -> int:
         " ON p.model_id = ? AND p.image_id = l.image_id"
         " AND p.rank = 1 WHERE l.active = 1 AND l.class_id IS NOT NULL AND p.class_id IS NOT l.class_id",
         (model_id,)).fetchone()[0]
+
+
+def class_counts(conn: sqlite3.Connection) -> dict[int, int]:
+    """Images per class as counted before schema 9 (7b69b69): over the labels_active_class index at each call."""
+    return {r[0]: r[1] for r in conn.execute(
+        "SELECT class_id, COUNT(*) FROM labels WHERE active = 1 AND class_id IS NOT NULL GROUP BY class_id")}

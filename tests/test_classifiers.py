@@ -160,3 +160,26 @@ def test_the_best_settings_are_averaged_and_survive_save_load_and_torch(tmp_path
     torch_p = again.as_torch()(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
     assert np.abs(torch_p - again.predict_proba(X.astype(np.float32))).max() < 1e-5
     assert len(SVMClassifier(Cs=(1.0,), ensemble=1).fit(X, y).members_) == 1
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_the_probe_fitted_in_the_row_space_is_the_probe_fitted_on_every_dimension(rank_deficient):
+    """Fewer images than feature dimensions: the probe fits on an orthonormal basis of the rows (QR) and must
+    come back to the weights scikit-learn finds on the full features, also when rows repeat (rank < n)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from artannot.ml.classify.linear import fold_projections, row_space
+
+    X, y = _blobs(n_per=15, d=200, k=3)
+    if rank_deficient:
+        X, y = np.concatenate([X, X[:10]]), np.concatenate([y, y[:10]])
+    basis = row_space(X)
+    assert basis.shape == (200, len(X)) and np.allclose(basis.T @ basis, np.eye(len(X)))
+    fit = dict(C=0.5, max_iter=5000, tol=1e-10)
+    full = LogisticRegression(**fit).fit(X, y)
+    small = LogisticRegression(**fit).fit(X @ basis, y)
+    assert np.allclose(small.coef_ @ basis.T, full.coef_, atol=1e-6)
+    assert np.allclose(small.intercept_, full.intercept_, atol=1e-6)
+    tall = np.concatenate([X] * 6)  # more rows than dimensions: used as they are, nothing projected or copied
+    split = [(np.arange(len(tall) - 5), np.arange(len(tall) - 5, len(tall)))]
+    assert fold_projections(tall, split) == [None]

@@ -196,3 +196,18 @@ def test_detector_end_to_end_and_cli_contract(scenes, tmp_path, capsys):
     assert main(["propose", str(scenes), "--threshold", "0.3", "--model", str(model_id), "--json"]) == 0
     proposed = json.loads(capsys.readouterr().out)
     assert proposed["model"] == model_id and proposed["images"] >= 0
+
+
+def test_pooling_the_deep_map_through_cell_weights_equals_roi_align():
+    import torch
+    from torchvision.ops import roi_align
+
+    from artannot.ml.detect.patches import roi_align_few_cells
+
+    g = torch.Generator().manual_seed(0)
+    for channels, (h, w), output in ((1280, (9, 13), (1, 1)), (64, (9, 13), (2, 2)), (40, (5, 6), (2, 2))):
+        feature = torch.rand(1, channels, h, w, generator=g)
+        xy = torch.rand(50, 2, generator=g) * torch.tensor([w * 16.0, h * 16.0])
+        rois = torch.cat([torch.zeros(50, 1), xy, xy + 8 + torch.rand(50, 2, generator=g) * 200], 1)
+        want = roi_align(feature, rois, output, spatial_scale=1 / 32, sampling_ratio=-1, aligned=True).flatten(1)
+        assert torch.allclose(roi_align_few_cells(feature, rois, output, 1 / 32), want, atol=1e-5)

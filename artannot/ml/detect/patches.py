@@ -138,6 +138,22 @@ class RegionFeatures(nn.Module):
         return a, self.top(x)
 
 
+def roi_align_few_cells(feature: torch.Tensor, rois: torch.Tensor, output: tuple[int, int], spatial_scale: float
+                        ) -> torch.Tensor:
+    """roi_align (adaptive sampling, aligned) of one image's map, flattened per region; when the map has fewer
+    cells than channels (the deep stride-32 map: ~300 cells of 1280 channels) each region's bilinear weights
+    over the cells are found by aligning a one-hot map of the cells, then applied to every channel at once
+    with one matrix product: the same figures, three times faster on a CPU."""
+    c, h, w = feature.shape[-3:]
+    if h * w >= c:
+        return roi_align(feature, rois, output, spatial_scale=spatial_scale, sampling_ratio=-1,
+                         aligned=True).flatten(1)
+    one_hot = torch.eye(h * w, dtype=feature.dtype, device=feature.device).reshape(1, h * w, h, w)
+    weights = roi_align(one_hot, rois, output, spatial_scale=spatial_scale, sampling_ratio=-1, aligned=True)
+    pooled = torch.einsum("nkb,ck->ncb", weights.flatten(2), feature.reshape(c, h * w))
+    return pooled.flatten(1)
+
+
 def region_features(maps: tuple[torch.Tensor, torch.Tensor], rois: torch.Tensor, size: tuple[int, int]
                     ) -> np.ndarray:
     """Features of (x0, y0, x1, y1) regions of one image: pooled deep features and the region's shape."""
@@ -145,7 +161,7 @@ def region_features(maps: tuple[torch.Tensor, torch.Tensor], rois: torch.Tensor,
     rois = rois.to(a.device, torch.float32)
     indexed = torch.cat([torch.zeros((len(rois), 1), device=a.device), rois], 1)
     fa = roi_align(a.float(), indexed, (2, 2), spatial_scale=1 / 16, sampling_ratio=-1, aligned=True).flatten(1)
-    fb = roi_align(b.float(), indexed, (1, 1), spatial_scale=1 / 32, sampling_ratio=-1, aligned=True).flatten(1)
+    fb = roi_align_few_cells(b.float(), indexed, (1, 1), 1 / 32)
     w, h = (rois[:, 2] - rois[:, 0]).clamp(min=1), (rois[:, 3] - rois[:, 1]).clamp(min=1)
     short = float(min(size))
     shape = torch.stack([torch.log(w / h), torch.log(torch.sqrt(w * h) / short)], 1)
