@@ -32,8 +32,9 @@ from artannot.ml.classify.classifiers import (
 Progress = Callable[[int, int, str], None]
 
 
-def row_space(X: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (d x n) of a space holding the span of X's rows (n x d), or the identity when n >= d.
+def row_space(X: np.ndarray) -> np.ndarray | None:
+    """An orthonormal basis (d x n) of a space holding the span of X's rows (n x d); None when n >= d (no
+    smaller space holds them: fit on X as it is).
 
     An L2-regularised logistic regression's weights lie in that span (representer theorem), so fitting it
     on X @ basis (n <= number of images) gives exactly the same model as on the full d-dimensional
@@ -42,7 +43,7 @@ def row_space(X: np.ndarray) -> np.ndarray:
     are orthogonal to every row, so the penalty holds their weights at zero and the model is unchanged.
     """
     if X.shape[0] >= X.shape[1]:
-        return np.eye(X.shape[1])
+        return None
     q, _ = np.linalg.qr(X.T)
     return q
 
@@ -53,11 +54,8 @@ def fold_projections(Xs: np.ndarray, split: list[tuple]) -> list[tuple[np.ndarra
     is, so no copy of the features is kept)."""
     out: list[tuple[np.ndarray, np.ndarray] | None] = []
     for tr, te in split:
-        if len(tr) >= Xs.shape[1]:
-            out.append(None)
-            continue
         basis = row_space(Xs[tr])
-        out.append((Xs[tr] @ basis, Xs[te] @ basis))
+        out.append(None if basis is None else (Xs[tr] @ basis, Xs[te] @ basis))
     return out
 
 
@@ -106,13 +104,9 @@ class LinearProbe(Standardised):
                     _, self.C_, self.cv_top1_, self.cv_std_, self.cv_folds_, self.oof_decision_, self.temperature_ = best
             if cancel is not None and cancel.is_set():
                 raise Cancelled("training cancelled")
-            if Xs.shape[0] >= Xs.shape[1]:
-                model = self._make(self.C_).fit(Xs, y)
-                coef = model.coef_
-            else:
-                basis = row_space(Xs)
-                model = self._make(self.C_).fit(Xs @ basis, y)
-                coef = model.coef_ @ basis.T
+            basis = row_space(Xs)
+            model = self._make(self.C_).fit(Xs if basis is None else Xs @ basis, y)
+        coef = model.coef_ if basis is None else model.coef_ @ basis.T
         intercept = model.intercept_
         if len(self.classes_) == 2:  # sklearn keeps one row for two classes: the softmax of (-z/2, z/2) is the same
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])

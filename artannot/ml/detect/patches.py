@@ -160,7 +160,7 @@ def region_features(maps: tuple[torch.Tensor, torch.Tensor], rois: torch.Tensor,
     a, b = maps
     rois = rois.to(a.device, torch.float32)
     indexed = torch.cat([torch.zeros((len(rois), 1), device=a.device), rois], 1)
-    fa = roi_align(a.float(), indexed, (2, 2), spatial_scale=1 / 16, sampling_ratio=-1, aligned=True).flatten(1)
+    fa = roi_align_few_cells(a.float(), indexed, (2, 2), 1 / 16)
     fb = roi_align_few_cells(b.float(), indexed, (1, 1), 1 / 32)
     w, h = (rois[:, 2] - rois[:, 0]).clamp(min=1), (rois[:, 3] - rois[:, 1]).clamp(min=1)
     short = float(min(size))
